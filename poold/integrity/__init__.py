@@ -1,0 +1,107 @@
+"""Format-aware integrity checks: one module per container format, one entry point.
+
+:func:`check_file` sniffs what a file really is from its first bytes, runs that
+format's structural check and returns a :class:`Verdict`. A file type poold has no
+checker for is ``unchecked``, never ``corrupt``; so is a file whose checker failed
+for a reason of its own (a bug is not evidence of damage).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from . import aiff, flac, mp3, mp4, ogg, riff
+from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict, is_zero
+
+log = logging.getLogger(__name__)
+
+# Order matters for sniffing: an ID3v2 tag may sit in front of FLAC as well as MP3,
+# and MP3's frame-sync search is the weakest signature, so it comes last.
+FORMATS = (flac, ogg, riff, aiff, mp4, mp3)
+BY_EXTENSION = {ext: module for module in FORMATS for ext in module.EXTENSIONS}
+CHECKABLE_EXTENSIONS = frozenset(BY_EXTENSION)
+
+# Reason codes whose remedy is not a redownload: reported, never requested.
+NOT_REQUESTABLE = frozenset({"wrong_format"})
+
+
+def check_file(path: str | os.PathLike) -> Verdict:
+    """Judge one file by its structure (the quick check)."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    expected = BY_EXTENSION.get(ext)
+    if expected is None:
+        return Verdict(UNCHECKED, "unsupported_type", f"poold has no check for {ext or 'files without an extension'}")
+    try:
+        with Source(path) as src:
+            return _check_source(src, expected, ext)
+    except OSError as exc:
+        return _unreadable(exc)
+
+
+def _unreadable(exc: OSError) -> Verdict:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        # Not the file's fault, and a redownload would not fix it.
+        return Verdict(UNCHECKED, "unreadable", f"no permission to read it ({reason})")
+    return Verdict(CORRUPT, "unreadable", f"reading it failed: {reason}")
+
+
+def _check_source(src: Source, expected, ext: str) -> Verdict:
+    if src.size == 0:
+        return Verdict(CORRUPT, "empty", "the file is 0 bytes long", expected.FORMAT)
+    actual = sniff(src.head)
+    if actual is None:
+        return Verdict(CORRUPT, *_describe_unknown(src.head), expected.FORMAT)
+    verdict = run_checker(actual, src)
+    if actual is not expected and verdict.status == OK:
+        return Verdict(
+            CORRUPT, "wrong_format",
+            f"a complete {actual.FORMAT} file behind a {ext} name", actual.FORMAT, verdict.duration,
+        )
+    return verdict
+
+
+def sniff(head: bytes):
+    """The format module whose signature ``head`` carries, or None."""
+    for module in FORMATS:
+        if module.sniff(head):
+            return module
+    return None
+
+
+def run_checker(module, src: Source) -> Verdict:
+    """Run one format's check, turning Damage into a verdict and containing everything else."""
+    try:
+        return module.check(src)
+    except Damage as damage:
+        return Verdict(CORRUPT, damage.reason, damage.detail, module.FORMAT)
+    except OSError:
+        raise
+    except Exception as exc:  # a checker bug must not become a false "corrupt"
+        log.warning("%s checker failed on %s: %s: %s", module.FORMAT, src.path, type(exc).__name__, exc)
+        return Verdict(UNCHECKED, "check_error", f"poold's {module.FORMAT} check failed: {type(exc).__name__}", module.FORMAT)
+
+
+def _describe_unknown(head: bytes) -> tuple[str, str]:
+    """Reason and detail for content that no checker recognises."""
+    if is_zero(head):
+        return "zero_filled", "the file starts with nothing but zero bytes"
+    text = head[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text:
+        return "not_audio", "an HTML page, not media (a failed download saved as the file?)"
+    if text.startswith((b"<?xml", b"{", b"[")):
+        return "not_audio", "an XML or JSON document, not media"
+    if _looks_like_text(head[:4096]):
+        return "not_audio", "plain text, not media"
+    return "not_audio", "unrecognised data: no media signature at the start of the file"
+
+
+def _looks_like_text(data: bytes) -> bool:
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in decoded)
+    return printable >= 0.95 * len(decoded)

@@ -1,0 +1,115 @@
+"""Shared pieces of the format checkers: verdicts, the damage signal, bounded file reads.
+
+Every format module judges a file from its structure (what the format's specification
+says must be there) and reads only what it needs, usually the head and the tail.
+A checker signals evidence of damage by raising :class:`Damage`; anything else that
+goes wrong inside a checker is poold's problem, not the file's, and becomes an
+``unchecked`` verdict in the dispatcher.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+OK = "ok"
+CORRUPT = "corrupt"
+UNCHECKED = "unchecked"
+
+# The largest single read a checker may ask for. Size fields come from the file and
+# may be absurd (a 13-byte file claiming a 4 GiB tag); reads are clamped to this and
+# to the file size, so memory stays bounded whatever the file says.
+MAX_READ = 16 * 1024 * 1024
+WINDOW = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What poold concluded about one file.
+
+    ``status`` is ``ok``, ``corrupt`` or ``unchecked``; ``reason`` is a short code
+    (documented in the README); ``detail`` one line for a human. ``duration`` is the
+    stream length in seconds when the checker could establish it.
+    """
+
+    status: str
+    reason: str
+    detail: str
+    format: str | None = None
+    duration: float | None = None
+
+
+class Damage(Exception):
+    """Raised by a format checker when the file's structure proves it is damaged."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def ok(fmt: str, detail: str = "structure complete", duration: float | None = None) -> Verdict:
+    return Verdict(OK, "ok", detail, fmt, duration)
+
+
+class Source:
+    """Bounded random access to one open file.
+
+    ``head`` and ``tail`` are cached windows of up to :data:`WINDOW` bytes; ``read``
+    clamps every request to the file and to :data:`MAX_READ`.
+    """
+
+    def __init__(self, path: str | os.PathLike, fileobj=None):
+        self.path = os.fspath(path)
+        self._file = fileobj if fileobj is not None else open(self.path, "rb")
+        self.size = os.fstat(self._file.fileno()).st_size
+        self._head: bytes | None = None
+        self._tail: bytes | None = None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset``; fewer at the end of the file."""
+        if offset < 0 or offset >= self.size or length <= 0:
+            return b""
+        length = min(length, self.size - offset, MAX_READ)
+        self._file.seek(offset)
+        return self._file.read(length)
+
+    @property
+    def head(self) -> bytes:
+        if self._head is None:
+            self._head = self.read(0, WINDOW)
+        return self._head
+
+    @property
+    def tail(self) -> bytes:
+        """The last up to WINDOW bytes; ``tail_offset`` is where they start."""
+        if self._tail is None:
+            self._tail = self.read(self.tail_offset, WINDOW)
+        return self._tail
+
+    @property
+    def tail_offset(self) -> int:
+        return max(0, self.size - WINDOW)
+
+    def fileobj(self):
+        """The underlying file, rewound, for parsers such as mutagen that read it themselves."""
+        self._file.seek(0)
+        return self._file
+
+
+def is_zero(data: bytes) -> bool:
+    return not data.strip(b"\0")
+
+
+def zero_run_at_end(data: bytes) -> int:
+    """How many zero bytes ``data`` ends with."""
+    return len(data) - len(data.rstrip(b"\0"))
