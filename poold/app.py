@@ -1,0 +1,138 @@
+"""The jobs behind the commands: audit (and file), drain, and the status summary.
+
+The CLI and the daemon both call these; neither holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from . import filing
+from .config import Config
+from .integrity import check_file
+from .manifest import read_manifest
+from .pool import PoolClient, PoolError
+from .scan import AuditReport, audit
+from .state import OutboxRequest, State
+
+log = logging.getLogger(__name__)
+
+
+class SetupError(Exception):
+    """Something the user must fix before the job can run (message fit to show)."""
+
+
+@dataclass
+class AuditOutcome:
+    report: AuditReport
+    requests: list[dict] = field(default_factory=list)
+    held: list[filing.Held] = field(default_factory=list)
+    filing_error: str | None = None
+
+
+def make_client(config: Config) -> PoolClient:
+    pool = config.pool
+    if pool.userid is None or not (pool.can_mint or pool.token):
+        raise SetupError(f"{config.path}: to file requests, set [pool] userid and api_key + api_secret (or a token)")
+    return PoolClient(pool, max_attempts=config.requests.max_attempts)
+
+
+def checker_for(deep: bool):
+    if not deep:
+        return check_file
+    from .integrity.deep import deep_check  # needs the optional PyAV extra
+
+    return deep_check
+
+
+def run_audit(config: Config, *, request: bool = False, verify: bool = False, deep: bool = False,
+              client: PoolClient | None = None) -> AuditOutcome:
+    """Audit the library against the manifest; with ``request``, file what is broken.
+
+    The manifest is read completely before anything is written or sent: a bad row
+    raises ManifestError and nothing is requested.
+    """
+    if request and client is None and not config.requests.dry_run:
+        client = make_client(config)
+    with State(config.state.dir) as state:
+        audit_id = state.start_audit()
+        report = audit(
+            config.library.root, read_manifest(config.library.manifest), verify=verify,
+            checker=checker_for(deep), max_missing_fraction=config.guard.max_missing_fraction,
+            marker=config.guard.marker, manifest=str(config.library.manifest),
+        )
+        state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)
+        outcome = AuditOutcome(report)
+        if report.guard:
+            log.error("library guard: %s", report.guard)
+            return outcome
+        filing.record(state, report)
+        if request:
+            file_requests(config, state, client, outcome)
+    return outcome
+
+
+def file_requests(config: Config, state: State, client: PoolClient | None, outcome: AuditOutcome) -> None:
+    batches, outcome.held = filing.plan(state, config.requests)
+    if config.requests.dry_run:
+        outcome.requests = [dry_run_entry(batch) for batch in batches]
+        return
+    state.recover_unconfirmed()
+    filing.enqueue(state, batches)
+    try:
+        settled = filing.drain(state, client)
+    except PoolError as exc:
+        outcome.filing_error = str(exc)
+        settled = []
+    outcome.requests = [request_entry(request) for request in settled]
+
+
+def dry_run_entry(batch: filing.Batch) -> dict:
+    return {"cause": batch.cause, "reason": batch.reason, "trackids": batch.trackids, "state": "dry_run"}
+
+
+def request_entry(request: OutboxRequest) -> dict:
+    return {
+        "id": request.id, "cause": request.cause, "reason": request.reason,
+        "trackids": list(request.trackids), "state": request.state, "attempts": request.attempts,
+        "tracks_requeued": request.tracks_requeued, "created": request.created,
+        "updated": request.updated, "error": request.last_error,
+    }
+
+
+def request_history(config: Config, limit: int | None = None) -> list[dict]:
+    with State(config.state.dir) as state:
+        return [request_entry(request) for request in state.requests(limit=limit)]
+
+
+def status(config: Config, now: float | None = None) -> dict:
+    """Open incidents (with why each waits), pending requests, today's quota, last audit."""
+    now = time.time() if now is None else now
+    with State(config.state.dir) as state:
+        _batches, held = filing.plan(state, config.requests, now)
+        held_why = {h.incident.trackid: h.why for h in held}
+        used = state.tracks_requested_since(now - filing.DAY)
+        return {
+            "open_incidents": [
+                {"trackid": i.trackid, "path": i.path, "status": i.status, "reason": i.reason, "detail": i.detail,
+                 "first_seen": i.first_seen, "last_seen": i.last_seen, "waiting": held_why.get(i.trackid)}
+                for i in state.open_incidents()
+            ],
+            "pending_requests": [request_entry(r) for r in state.requests(states=("pending", "sent"))],
+            "quota": {"limit": config.requests.max_tracks_per_day, "used_last_24h": used,
+                      "left": max(0, config.requests.max_tracks_per_day - used)},
+            "last_audit": state.last_audit(),
+            "daemon": state.note("daemon"),
+        }
+
+
+@contextlib.contextmanager
+def pool_client(config: Config):
+    client = make_client(config)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -1,0 +1,235 @@
+"""Command line: argparse subcommands, output and exit codes. The work happens in app.py.
+
+Exit codes: 0 nothing wrong, 1 problems found, 2 usage, config, manifest or library
+error (one message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from . import __version__, app
+from .config import ConfigError, load, resolve_config_path
+from .manifest import ManifestError
+from .pool import PoolError
+from .redact import RedactingFilter
+from .scan import LibraryUnavailable
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (ConfigError, ManifestError, LibraryUnavailable, app.SetupError, PoolError, UsageError) as exc:
+        print(f"poold: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("poold: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poold", description="Keep a Promo Only POOL library whole.")
+    parser.add_argument("--version", action="version", version=f"poold {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (default: $POOLD_CONFIG, then the user config dir)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    audit = sub.add_parser("audit", parents=[common], help="check the library against the manifest")
+    audit.add_argument("--json", action="store_true", help="print one JSON document")
+    audit.add_argument("--request", action="store_true", help="ask POOL to requeue missing and corrupt tracks")
+    audit.add_argument("--verify", action="store_true", help="also compare the manifest's sha256/md5 (reads every byte)")
+    audit.add_argument("--deep", action="store_true", help="decode every file fully (needs poold[deep])")
+    audit.set_defaults(func=cmd_audit)
+
+    check = sub.add_parser("check", parents=[common], help="check files or folders, no manifest needed")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--json", action="store_true", help="one JSON object per line")
+    check.add_argument("--deep", action="store_true", help="decode every file fully (needs poold[deep])")
+    check.set_defaults(func=cmd_check)
+
+    requests_cmd = sub.add_parser("requests", parents=[common], help="history of redownload requests")
+    requests_cmd.add_argument("--json", action="store_true")
+    requests_cmd.add_argument("--limit", type=int, default=None, help="show only the newest N")
+    requests_cmd.set_defaults(func=cmd_requests)
+
+    status = sub.add_parser("status", parents=[common], help="open problems, pending requests, quota")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", parents=[common], help="show the whole loop on sample data")
+    demo.add_argument("--keep", action="store_true", help="keep the demo folder and print where it is")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("poold: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    logging.getLogger("urllib3").setLevel(logging.WARNING if verbose < 3 else logging.DEBUG)
+
+
+def config_from(args):
+    return load(resolve_config_path(args.config))
+
+
+# --- audit ---------------------------------------------------------------------------
+
+def cmd_audit(args) -> int:
+    config = config_from(args)
+    outcome = app.run_audit(config, request=args.request, verify=args.verify, deep=args.deep)
+    if args.json:
+        print(json.dumps(audit_json(outcome), indent=2))
+    else:
+        print_audit(outcome)
+    if outcome.filing_error:
+        print(f"poold: requests not filed: {outcome.filing_error}", file=sys.stderr)
+    report = outcome.report
+    return EXIT_PROBLEMS if report.problems or report.guard else EXIT_OK
+
+
+def audit_json(outcome: app.AuditOutcome) -> dict:
+    report = outcome.report
+    return {
+        "library": report.library,
+        "manifest": report.manifest,
+        "checked": report.checked,
+        "ok": report.ok,
+        "problems": [finding.as_json() for finding in report.problems],
+        "unchecked": [finding.as_json() for finding in report.unchecked],
+        "guard": report.guard,
+        "requests": outcome.requests,
+        "held": [{"trackid": h.incident.trackid, "why": h.why} for h in outcome.held],
+        "filing_error": outcome.filing_error,
+    }
+
+
+def print_audit(outcome: app.AuditOutcome) -> None:
+    report = outcome.report
+    corrupt = len(report.problems) - report.missing
+    print(f"Library:  {report.library}\nManifest: {report.manifest}")
+    print(f"Checked {report.checked} tracks: {report.ok} ok, {report.missing} missing, "
+          f"{corrupt} corrupt, {len(report.unchecked)} unchecked")
+    if report.guard:
+        print(f"\nNOTHING REQUESTED: {report.guard}")
+    if report.problems:
+        print()
+        print_table(["TRACK", "STATUS", "REASON", "PATH", "DETAIL"],
+                    [[f.trackid, f.status, f.reason, f.path, f.detail] for f in report.problems])
+    if outcome.requests:
+        print("\nRequests:")
+        for entry in outcome.requests:
+            print("  " + describe_request(entry))
+    if outcome.held:
+        print("\nNot requested now:")
+        for held in outcome.held:
+            print(f"  {held.incident.trackid} {held.incident.path}: {held.why}")
+
+
+def describe_request(entry: dict) -> str:
+    ids = ",".join(str(t) for t in entry["trackids"])
+    head = f"#{entry['id']} " if "id" in entry else ""
+    state = entry["state"]
+    if entry.get("tracks_requeued") is not None:
+        state += f" ({entry['tracks_requeued']} of {len(entry['trackids'])} requeued)"
+    error = f" - {entry['error']}" if entry.get("error") and entry["state"] != "accepted" else ""
+    return f"{head}{state}: [{ids}] \"{entry['reason']}\"{error}"
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers) - 1)]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+
+
+# --- check ---------------------------------------------------------------------------
+
+def cmd_check(args) -> int:
+    from .scan import walk_files
+
+    checker = app.checker_for(args.deep)
+    worst = EXIT_OK
+    for path in walk_files(args.paths):
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+        verdict = checker(str(path))
+        if verdict.status == "corrupt":
+            worst = EXIT_PROBLEMS
+        if args.json:
+            print(json.dumps({"path": str(path), "status": verdict.status, "reason": verdict.reason,
+                              "detail": verdict.detail}), flush=True)
+        else:
+            print(f"{verdict.status:9}  {verdict.reason:17}  {path}  ({verdict.detail})", flush=True)
+    return worst
+
+
+# --- requests, status -----------------------------------------------------------------
+
+def cmd_requests(args) -> int:
+    history = app.request_history(config_from(args), args.limit)
+    if args.json:
+        print(json.dumps(history, indent=2))
+        return EXIT_OK
+    if not history:
+        print("No requests filed yet.")
+    for entry in history:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["created"]))
+        print(f"{when}  {describe_request(entry)}  (attempts: {entry['attempts']})")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    summary = app.status(config_from(args))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    audit = summary["last_audit"]
+    if audit:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(audit["finished"]))
+        print(f"Last audit: {when}, {audit['checked']} checked, {audit['problems']} problems"
+              + (f" ({audit['note']})" if audit["note"] else ""))
+    else:
+        print("Last audit: never")
+    daemon = summary["daemon"]
+    if daemon:
+        print(f"Daemon: {daemon.get('status', '?')}")
+    quota = summary["quota"]
+    print(f"Requests in the last 24 h: {quota['used_last_24h']} of {quota['limit']} tracks")
+    print(f"Open problems: {len(summary['open_incidents'])}")
+    for incident in summary["open_incidents"]:
+        waiting = f" - waiting: {incident['waiting']}" if incident["waiting"] else ""
+        print(f"  {incident['trackid']} {incident['reason']}: {incident['path']}{waiting}")
+    print(f"Pending requests: {len(summary['pending_requests'])}")
+    for entry in summary["pending_requests"]:
+        print("  " + describe_request(entry))
+    return EXIT_OK
+
+
+# --- demo ---------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""The TOML config file -> frozen dataclasses, validated with messages that name file, line and key.
+
+Secrets (``api_key``, ``api_secret``, ``token``) may come, in this order of precedence,
+from the environment (``POOLD_API_KEY`` ...), from the config value itself, from
+``<name>_file`` (a file holding just the secret), or from a systemd credential
+(``$CREDENTIALS_DIRECTORY/<name>``, see ``LoadCredential=``). They are wrapped in
+:class:`Secret` so that no repr, log line or traceback ever shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.promoonly.com"
+DEFAULT_EXTENSIONS = (".mp3", ".mp4", ".m4a", ".m4v", ".mov", ".flac", ".ogg", ".oga", ".opus", ".wav", ".aif", ".aiff", ".aifc")
+SECRET_NAMES = ("api_key", "api_secret", "token")
+DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.download", "*.tmp", ".~*", "*.!qB", "*.partial", "~*", ".*.swp")
+
+
+class ConfigError(Exception):
+    """A config problem, with a message fit to show the user as it is."""
+
+
+class Secret:
+    """A string that never shows itself in repr, str or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    root: Path
+    manifest: Path
+    extensions: frozenset[str] = frozenset(DEFAULT_EXTENSIONS)
+    update_manifest: bool = False
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    base_url: str = DEFAULT_BASE_URL
+    userid: int | None = None
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    token: Secret | None = None
+    timeout: float = 30.0
+
+    @property
+    def can_mint(self) -> bool:
+        return self.api_key is not None and self.api_secret is not None
+
+
+@dataclass(frozen=True)
+class RequestsConfig:
+    dry_run: bool = False
+    batch_size: int = 50
+    cooldown: float = 7 * 86400.0
+    max_tracks_per_day: int = 500
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: Path
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    workers: int = 0  # 0: one per CPU core
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    mode: str = "auto"
+    settle_seconds: float = 10.0
+    rescan_interval: float = 6 * 3600.0
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    marker: str | None = None
+    max_missing_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    library: LibraryConfig
+    state: StateConfig
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    requests: RequestsConfig = field(default_factory=RequestsConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+
+# --- platform locations -------------------------------------------------------------
+
+def default_config_path() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "poold" / "config.toml"
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "poold" / "config.toml"
+
+
+def default_state_dir() -> Path:
+    # systemd's StateDirectory= sets this for a service.
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "poold"
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "poold"
+
+
+def resolve_config_path(explicit: str | None) -> Path:
+    """--config, else $POOLD_CONFIG, else the platform's user config file."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("POOLD_CONFIG"):
+        return Path(os.environ["POOLD_CONFIG"]).expanduser()
+    return default_config_path()
+
+
+# --- loading ------------------------------------------------------------------------
+
+def load(path: str | os.PathLike) -> Config:
+    """Read and validate a config file; raise ConfigError naming the file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (write one from config.example.toml, or pass --config)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _Parser(path, text).config(data)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from a number (seconds) or a string like "10s", "30m", "6h", "7d"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return None
+
+
+class _Parser:
+    """Turns the parsed TOML tables into dataclasses, keeping track of where each key is."""
+
+    SECTIONS = {
+        "library": {"root", "manifest", "extensions", "update_manifest"},
+        "pool": {"base_url", "userid", "timeout", *SECRET_NAMES, *(f"{n}_file" for n in SECRET_NAMES)},
+        "requests": {"dry_run", "batch_size", "cooldown", "max_tracks_per_day", "max_attempts"},
+        "state": {"dir"},
+        "scan": {"workers"},
+        "watch": {"mode", "settle_seconds", "rescan_interval", "ignore"},
+        "guard": {"marker", "max_missing_fraction"},
+    }
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.base = path.parent.resolve()
+        self.lines = text.splitlines()
+
+    def where(self, section: str, key: str | None = None) -> str:
+        line = self._line_of(section, key)
+        location = f"{self.path}:{line}" if line else str(self.path)
+        return f"{location}: [{section}]" + (f" {key}" if key else "")
+
+    def _line_of(self, section: str, key: str | None) -> int | None:
+        current = None
+        header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+        for number, line in enumerate(self.lines, 1):
+            if match := header.match(line):
+                current = match.group(1)
+                if key is None and current == section:
+                    return number
+            elif key and current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+                return number
+        return None
+
+    def fail(self, section: str, key: str | None, message: str):
+        raise ConfigError(f"{self.where(section, key)}: {message}")
+
+    def config(self, data: dict) -> Config:
+        for section, value in data.items():
+            if section not in self.SECTIONS:
+                raise ConfigError(f"{self.path}: unknown section [{section}] (known: {', '.join(sorted(self.SECTIONS))})")
+            if not isinstance(value, dict):
+                raise ConfigError(f"{self.path}: {section} must be a [{section}] table")
+            for key in value:
+                if key not in self.SECTIONS[section]:
+                    self.fail(section, key, f"unknown key (known: {', '.join(sorted(self.SECTIONS[section]))})")
+        if "library" not in data:
+            raise ConfigError(f"{self.path}: missing required section [library]")
+        pool = self.pool(data.get("pool", {}))
+        if self._holds_inline_secret(data.get("pool", {})):
+            warn_if_readable_by_others(self.path)
+        return Config(
+            path=self.path,
+            library=self.library(data["library"]),
+            state=StateConfig(dir=self.path_value("state", "dir", data.get("state", {}).get("dir")) or default_state_dir()),
+            pool=pool,
+            requests=self.requests(data.get("requests", {})),
+            scan=ScanConfig(workers=self.integer("scan", "workers", data.get("scan", {}), 0, minimum=0)),
+            watch=self.watch(data.get("watch", {})),
+            guard=self.guard(data.get("guard", {})),
+        )
+
+    # -- typed getters --
+
+    def typed(self, section: str, key: str, table: dict, default, kind: type | tuple, label: str):
+        if key not in table:
+            return default
+        value = table[key]
+        if isinstance(value, bool) and kind is not bool:
+            self.fail(section, key, f"must be {label}, not a boolean")
+        if not isinstance(value, kind):
+            self.fail(section, key, f"must be {label}, not {type(value).__name__} {value!r}")
+        return value
+
+    def integer(self, section: str, key: str, table: dict, default: int, minimum: int = 1) -> int:
+        value = self.typed(section, key, table, default, int, "a whole number")
+        if value < minimum:
+            self.fail(section, key, f"must be at least {minimum}")
+        return value
+
+    def number(self, section: str, key: str, table: dict, default: float) -> float:
+        return float(self.typed(section, key, table, default, (int, float), "a number"))
+
+    def boolean(self, section: str, key: str, table: dict, default: bool) -> bool:
+        return self.typed(section, key, table, default, bool, "true or false")
+
+    def string(self, section: str, key: str, table: dict, default: str | None) -> str | None:
+        return self.typed(section, key, table, default, str, "a string")
+
+    def duration(self, section: str, key: str, table: dict, default: float) -> float:
+        if key not in table:
+            return default
+        seconds = parse_duration(table[key])
+        if seconds is None:
+            self.fail(section, key, f'must be a duration such as 30, "10s", "6h" or "7d", not {table[key]!r}')
+        return seconds
+
+    def path_value(self, section: str, key: str, value) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(section, key, "must be a non-empty path string")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    # -- sections --
+
+    def library(self, table: dict) -> LibraryConfig:
+        for key in ("root", "manifest"):
+            if key not in table:
+                self.fail("library", None, f"missing required key '{key}'")
+        extensions = self.typed("library", "extensions", table, list(DEFAULT_EXTENSIONS), list, "a list of extensions")
+        if not all(isinstance(e, str) and e for e in extensions):
+            self.fail("library", "extensions", 'must be a list of strings such as ".mp3"')
+        return LibraryConfig(
+            root=self.path_value("library", "root", table["root"]),
+            manifest=self.path_value("library", "manifest", table["manifest"]),
+            extensions=frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions),
+            update_manifest=self.boolean("library", "update_manifest", table, False),
+        )
+
+    def pool(self, table: dict) -> PoolConfig:
+        base_url = self.string("pool", "base_url", table, DEFAULT_BASE_URL).rstrip("/")
+        from .pool import check_base_url, InsecureURL  # the URL rule lives with the client
+
+        try:
+            check_base_url(base_url)
+        except InsecureURL as exc:
+            self.fail("pool", "base_url", str(exc))
+        userid = self.typed("pool", "userid", table, None, int, "the POOL User ID (a whole number)")
+        secrets = {name: self.secret(name, table) for name in SECRET_NAMES}
+        if (secrets["api_key"] is None) != (secrets["api_secret"] is None):
+            self.fail("pool", None, "api_key and api_secret go together: set both, or neither and a token")
+        timeout = self.number("pool", "timeout", table, 30.0)
+        if timeout <= 0:
+            self.fail("pool", "timeout", "must be more than 0 seconds")
+        return PoolConfig(base_url=base_url, userid=userid, timeout=timeout, **secrets)
+
+    def secret(self, name: str, table: dict) -> Secret | None:
+        env_value = os.environ.get(f"POOLD_{name.upper()}")
+        if env_value:
+            return Secret(env_value.strip())
+        if (inline := self.string("pool", name, table, None)) is not None:
+            return Secret(inline.strip()) if inline.strip() else None
+        if (file_path := self.path_value("pool", f"{name}_file", table.get(f"{name}_file"))) is not None:
+            return Secret(self._read_secret_file("pool", f"{name}_file", file_path))
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / name).is_file():
+            return Secret((Path(credentials) / name).read_text(encoding="utf-8").strip())
+        return None
+
+    def _read_secret_file(self, section: str, key: str, path: Path) -> str:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            self.fail(section, key, f"cannot read {path}: {exc.strerror}")
+        if not value:
+            self.fail(section, key, f"{path} is empty")
+        warn_if_readable_by_others(path)
+        return value
+
+    @staticmethod
+    def _holds_inline_secret(table: dict) -> bool:
+        return any(isinstance(table.get(name), str) and table[name].strip() for name in SECRET_NAMES)
+
+    def requests(self, table: dict) -> RequestsConfig:
+        return RequestsConfig(
+            dry_run=self.boolean("requests", "dry_run", table, False),
+            batch_size=self.integer("requests", "batch_size", table, 50),
+            cooldown=self.duration("requests", "cooldown", table, 7 * 86400.0),
+            max_tracks_per_day=self.integer("requests", "max_tracks_per_day", table, 500, minimum=0),
+            max_attempts=self.integer("requests", "max_attempts", table, 5),
+        )
+
+    def watch(self, table: dict) -> WatchConfig:
+        mode = self.string("watch", "mode", table, "auto")
+        if mode not in ("auto", "native", "poll"):
+            self.fail("watch", "mode", f'must be "auto", "native" or "poll", not {mode!r}')
+        ignore = self.typed("watch", "ignore", table, list(DEFAULT_IGNORE), list, "a list of glob patterns")
+        if not all(isinstance(p, str) for p in ignore):
+            self.fail("watch", "ignore", "must be a list of strings")
+        return WatchConfig(
+            mode=mode,
+            settle_seconds=self.duration("watch", "settle_seconds", table, 10.0),
+            rescan_interval=self.duration("watch", "rescan_interval", table, 6 * 3600.0),
+            ignore=tuple(ignore),
+        )
+
+    def guard(self, table: dict) -> GuardConfig:
+        fraction = self.number("guard", "max_missing_fraction", table, 0.2)
+        if not 0 < fraction <= 1:
+            self.fail("guard", "max_missing_fraction", "must be more than 0 and at most 1")
+        return GuardConfig(marker=self.string("guard", "marker", table, None), max_missing_fraction=fraction)
+
+
+def warn_if_readable_by_others(path: Path) -> None:
+    """Warn when a file that holds a secret can be read by other users (POSIX only)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s holds a secret but other users can read it; run: chmod 600 %s", path, path)

@@ -1,0 +1,169 @@
+"""From problems to redownload requests: incidents, eligibility, grouping, the drain.
+
+The steps are kept apart so that each can be trusted on its own:
+
+1. :func:`record` turns an audit's findings into incidents (and closes the incidents
+   of tracks that check ok again).
+2. :func:`plan` picks the incidents that may be requested now and groups them by
+   cause into batches whose generated reason is true of every track in them.
+3. :func:`enqueue` writes the batches to the outbox as ``pending`` - before any send.
+4. :func:`drain` sends pending requests and settles each one.
+
+A track is not requested while a request for it is open, nor again within the
+cooldown after one, nor at all after :data:`MAX_REQUESTS_PER_TRACK` requests (it keeps
+failing after being redownloaded: a person has to look). At most
+``max_tracks_per_day`` track IDs are requested in any rolling 24 hours.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .config import RequestsConfig
+from .integrity import NOT_REQUESTABLE
+from .pool import PoolClient, PoolError, RejectedError, TransientError
+from .scan import AuditReport
+from .state import FINAL_REQUEST_STATES, Incident, OutboxRequest, State
+
+log = logging.getLogger(__name__)
+
+MAX_REQUESTS_PER_TRACK = 2
+DAY = 86400.0
+
+# cause -> how the reason text describes the files ("3 files truncated (...)")
+CAUSE_PHRASES = {
+    "missing": "missing from the library (lost or deleted)",
+    "empty": "empty (0 bytes)",
+    "unreadable": "unreadable (disk read errors)",
+    "not_audio": "not media (a web page or other data saved in their place)",
+    "truncated": "truncated (incomplete download)",
+    "zero_filled": "zero-filled at the end (incomplete download)",
+    "bad_structure": "with a damaged container structure",
+    "trailing_data": "with unexpected data after the end of the audio",
+    "crc_mismatch": "failing their built-in checksums (damaged data)",
+    "decode_error": "failing to decode (damaged data)",
+    "size_mismatch": "smaller than the download (incomplete download)",
+    "checksum_mismatch": "not matching their download checksum (damaged data)",
+    "duration_mismatch": "of the wrong length (wrong or incomplete file)",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    cause: str
+    reason: str
+    incidents: tuple[Incident, ...]
+
+    @property
+    def trackids(self) -> list[int]:
+        return [incident.trackid for incident in self.incidents]
+
+
+@dataclass(frozen=True)
+class Held:
+    """An incident that is not requested now, and why."""
+
+    incident: Incident
+    why: str
+
+
+def reason_text(cause: str, count: int, day: datetime.date) -> str:
+    phrase = CAUSE_PHRASES.get(cause, f"with problem '{cause}'")
+    files = "file" if count == 1 else "files"
+    return f"poold integrity check {day.isoformat()}: {count} {files} {phrase}"
+
+
+def record(state: State, report: AuditReport, now: float | None = None) -> None:
+    """Write the audit's problems down as incidents; close those that check ok again."""
+    now = time.time() if now is None else now
+    for finding in report.problems:
+        state.record_problem(finding.trackid, finding.path, finding.status, finding.reason, finding.detail, now)
+    reopened = state.open_trackids() & report.ok_trackids
+    if reopened:
+        state.resolve(reopened, now)
+
+
+def plan(state: State, settings: RequestsConfig, now: float | None = None) -> tuple[list[Batch], list[Held]]:
+    """Group the open incidents that may be requested now into batches."""
+    now = time.time() if now is None else now
+    quota = settings.max_tracks_per_day - state.tracks_requested_since(now - DAY)
+    by_cause: dict[str, list[Incident]] = defaultdict(list)
+    held: list[Held] = []
+    for incident in state.open_incidents():
+        why = _hold_reason(state, incident, settings, now)
+        if why is None and quota <= 0:
+            why = f"daily limit of {settings.max_tracks_per_day} requested tracks reached"
+        if why:
+            held.append(Held(incident, why))
+            continue
+        quota -= 1
+        by_cause[incident.reason].append(incident)
+    day = datetime.date.fromtimestamp(now)
+    batches = []
+    for cause in sorted(by_cause):
+        incidents = by_cause[cause]
+        for start in range(0, len(incidents), settings.batch_size):
+            chunk = tuple(incidents[start:start + settings.batch_size])
+            batches.append(Batch(cause, reason_text(cause, len(chunk), day), chunk))
+    return batches, held
+
+
+def _hold_reason(state: State, incident: Incident, settings: RequestsConfig, now: float) -> str | None:
+    if incident.reason in NOT_REQUESTABLE:
+        return "a redownload would not fix this: check the file by hand"
+    if state.has_open_request(incident.trackid):
+        return "a request for it is already waiting to be sent"
+    requested = state.request_count(incident.trackid)
+    if requested >= MAX_REQUESTS_PER_TRACK:
+        return f"still broken after {requested} redownload requests: check it by hand"
+    last = state.last_request_time(incident.trackid)
+    if last is not None and now - last < settings.cooldown:
+        return f"requested {_ago(now - last)} ago; the cooldown is {_ago(settings.cooldown)}"
+    return None
+
+
+def _ago(seconds: float) -> str:
+    if seconds >= DAY:
+        return f"{seconds / DAY:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
+
+
+def enqueue(state: State, batches: list[Batch], now: float | None = None) -> list[int]:
+    """Write each batch to the outbox as a pending request."""
+    return [state.enqueue(uuid.uuid4().hex, batch.cause, batch.reason, list(batch.incidents), now) for batch in batches]
+
+
+def drain(state: State, client: PoolClient) -> list[OutboxRequest]:
+    """Send every pending request once (with the client's bounded retries) and settle it.
+
+    A transient failure leaves the request pending for the next drain and stops this
+    one (the service or the network is down; the rest would fail the same way).
+    """
+    settled = []
+    for request in state.pending_requests():
+        try:
+            result = client.redownload(list(request.trackids), request.reason,
+                                       on_attempt=lambda rid=request.id: state.mark_sent(rid))
+        except RejectedError as exc:
+            state.settle(request.id, "rejected", error=str(exc))
+        except TransientError as exc:
+            state.settle(request.id, "pending", error=str(exc))
+            log.warning("request %d stays pending: %s", request.id, exc)
+            break
+        except PoolError as exc:
+            state.settle(request.id, "pending", error=str(exc))
+            raise
+        else:
+            outcome = "accepted" if result.complete else "partial"
+            state.settle(request.id, outcome, tracks_requeued=result.requeued)
+            log.info("request %d %s: %s of %d tracks requeued", request.id, outcome,
+                     "?" if result.requeued is None else result.requeued, result.sent)
+        settled.append(request.id)
+    return [r for r in state.requests(states=("pending",) + FINAL_REQUEST_STATES) if r.id in settled]

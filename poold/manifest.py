@@ -1,0 +1,276 @@
+"""Download manifests (JSON, JSON Lines, CSV) -> validated Track records, streamed.
+
+A manifest maps POOL track IDs to the files they should be in the library. All three
+formats are read incrementally, one record at a time, so a manifest of a million rows
+costs memory for the duplicate checks (one small set entry per row), not for the rows.
+Any bad row stops the read with a :class:`ManifestError` naming the file and row: poold
+never acts on a manifest it could not read completely.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import posixpath
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+_HEX = {"sha256": re.compile(r"^[0-9a-fA-F]{64}$"), "md5": re.compile(r"^[0-9a-fA-F]{32}$")}
+_CHUNK = 1 << 16
+_MAX_RECORD = 1 << 20
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used; the message names the file and the row."""
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    trackid: int
+    path: str  # POSIX-style, relative to the library root, normalised
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    duration: float | None = None
+
+
+def read_manifest(path: str | Path) -> Iterator[Track]:
+    """Yield every track of the manifest at ``path``, validating as it goes."""
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ManifestError(f"{path}: unknown manifest type {path.suffix!r} (use .json, .jsonl or .csv)")
+    rows = {"json": _json_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}[kind]
+    seen = _DuplicateGuard(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for where, row in rows(f, path):
+                track = parse_row(row, f"{path}: {where}")
+                seen.add(track, where)
+                yield track
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
+
+
+def count_tracks(path: str | Path) -> int:
+    """Validate the whole manifest and return its number of tracks."""
+    return sum(1 for _ in read_manifest(path))
+
+
+class _DuplicateGuard:
+    """Remembers IDs and (hashed) paths seen so far, to reject duplicates by row."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.ids: dict[int, str] = {}
+        self.paths: dict[bytes, str] = {}
+
+    def add(self, track: Track, where: str) -> None:
+        if track.trackid in self.ids:
+            raise ManifestError(f"{self.path}: {where}: trackid {track.trackid} already listed at {self.ids[track.trackid]}")
+        # A 12-byte digest instead of the path string keeps a million rows small.
+        key = hashlib.blake2b(track.path.encode(), digest_size=12).digest()
+        if key in self.paths:
+            raise ManifestError(f"{self.path}: {where}: path {track.path!r} already listed at {self.paths[key]}")
+        self.ids[track.trackid] = where
+        self.paths[key] = where
+
+
+# --- row validation -----------------------------------------------------------------
+
+def parse_row(row: object, where: str) -> Track:
+    """One manifest record -> Track; ``where`` prefixes every error."""
+    if not isinstance(row, dict):
+        raise ManifestError(f"{where}: expected an object with trackid and path, got {type(row).__name__}")
+    return Track(
+        trackid=_trackid(row.get("trackid"), where),
+        path=normalise_path(row.get("path"), where),
+        size=_optional_int(row, "size", where),
+        sha256=_optional_hex(row, "sha256", where),
+        md5=_optional_hex(row, "md5", where),
+        duration=_optional_duration(row, where),
+    )
+
+
+def _trackid(value: object, where: str) -> int:
+    if value is None or value == "":
+        raise ManifestError(f"{where}: missing trackid")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ManifestError(f"{where}: trackid {value!r} is not a positive integer")
+    return value
+
+
+def normalise_path(value: object, where: str) -> str:
+    """A clean relative POSIX path that stays inside the library root."""
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: missing path")
+    if value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", value):
+        raise ManifestError(f"{where}: path {value!r} must be relative to the library root")
+    clean = posixpath.normpath(value)
+    if clean == ".." or clean.startswith("../") or clean == ".":
+        raise ManifestError(f"{where}: path {value!r} escapes the library root")
+    return clean
+
+
+def _optional_int(row: dict, key: str, where: str) -> int | None:
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ManifestError(f"{where}: {key} {value!r} is not a whole number of bytes")
+    return value
+
+
+def _optional_hex(row: dict, key: str, where: str) -> str | None:
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _HEX[key].match(value):
+        raise ManifestError(f"{where}: {key} {value!r} is not a hex {key} digest")
+    return value.lower()
+
+
+def _optional_duration(row: dict, where: str) -> float | None:
+    value = row.get("duration")
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ManifestError(f"{where}: duration {value!r} is not a positive number of seconds")
+    return seconds
+
+
+# --- readers: each yields (where, row) -----------------------------------------------
+
+def _jsonl_rows(f, path: Path) -> Iterator[tuple[str, object]]:
+    for number, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {number}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: line {number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def _csv_rows(f, path: Path) -> Iterator[tuple[str, object]]:
+    reader = csv.DictReader(f)
+    if not reader.fieldnames or "trackid" not in reader.fieldnames or "path" not in reader.fieldnames:
+        raise ManifestError(f"{path}: line 1: the CSV header must name at least the columns trackid and path")
+    try:
+        for row in reader:
+            if None in row:
+                raise ManifestError(f"{path}: line {reader.line_num}: more fields than the header has columns")
+            yield f"line {reader.line_num}", row
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
+
+
+def _json_rows(f, path: Path) -> Iterator[tuple[str, object]]:
+    """Stream the elements of the top-level ``tracks`` array of a JSON document."""
+    stream = _JsonStream(f, path)
+    stream.expect("{")
+    found = False
+    while not stream.peek_is("}"):
+        key = stream.value()
+        if not isinstance(key, str):
+            stream.fail("expected a key string")
+        stream.expect(":")
+        if key == "tracks":
+            found = True
+            yield from stream.array_items()
+        else:
+            stream.value()
+        if not stream.peek_is("}"):
+            stream.expect(",")
+    stream.expect("}")
+    stream.expect_end()
+    if not found:
+        raise ManifestError(f'{path}: a JSON manifest must be an object with a "tracks" array')
+
+
+class _JsonStream:
+    """A minimal incremental JSON reader: values come from json's own decoder, one at a time."""
+
+    def __init__(self, f, path: Path):
+        self.f, self.path = f, path
+        self.buffer, self.pos, self.line = "", 0, 1
+        self.decoder = json.JSONDecoder()
+
+    def fail(self, message: str):
+        raise ManifestError(f"{self.path}: line {self.line}: malformed JSON: {message}")
+
+    def _fill(self) -> bool:
+        chunk = self.f.read(_CHUNK)
+        if not chunk:
+            return False
+        self.buffer = self.buffer[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def _skip_space(self) -> None:
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
+                self.line += self.buffer[self.pos] == "\n"
+                self.pos += 1
+            if self.pos < len(self.buffer) or not self._fill():
+                return
+
+    def peek_is(self, char: str) -> bool:
+        self._skip_space()
+        return self.pos < len(self.buffer) and self.buffer[self.pos] == char
+
+    def expect(self, char: str) -> None:
+        if not self.peek_is(char):
+            found = self.buffer[self.pos:self.pos + 10] or "end of file"
+            self.fail(f"expected {char!r}, found {found!r}")
+        self.pos += 1
+
+    def expect_end(self) -> None:
+        self._skip_space()
+        if self.pos < len(self.buffer):
+            self.fail("unexpected data after the end of the document")
+
+    def value(self):
+        self._skip_space()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as exc:
+                # A value cut by the end of the buffer: read more and try again
+                # (a single record is small; past _MAX_RECORD it is malformed).
+                if len(self.buffer) - self.pos < _MAX_RECORD and self._fill():
+                    continue
+                self.line += self.buffer.count("\n", self.pos, exc.pos)
+                self.fail(exc.msg)
+            if end == len(self.buffer) and self._fill():
+                continue  # a number may go on in the next chunk
+            self.line += self.buffer.count("\n", self.pos, end)
+            self.pos = end
+            return value
+
+    def array_items(self) -> Iterator[tuple[str, object]]:
+        self.expect("[")
+        index = 0
+        while not self.peek_is("]"):
+            index += 1
+            line = self.line
+            yield f"track {index} (line {line})", self.value()
+            if not self.peek_is("]"):
+                self.expect(",")
+        self.expect("]")

@@ -1,0 +1,302 @@
+"""The POOL API client: tokens, the redownload request, an error taxonomy, one retry policy.
+
+Errors fall in three kinds, and the outbox treats each differently:
+
+* :class:`TransientError` - connection trouble, timeouts, HTTP 5xx, 408, 429, or an
+  answer that is not the API's JSON: retried here with backoff, then left pending.
+* :class:`RejectedError` - the service said no (another 4xx, or ``"result"`` other than
+  success): the request is settled as rejected and not sent again.
+* :class:`PoolError` (the base) - a set-up problem such as refused credentials or an
+  expired static token: nothing is settled, the user has to act.
+
+No message, log line or URL made here ever contains the token, the API key or secret,
+or the Authorization header: the token travels only inside the Bearer value.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import ipaddress
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+
+from . import __version__
+from .config import PoolConfig, Secret
+from .redact import register_secret
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATE = "/user/authenticate"
+REDOWNLOAD = "/download/redownload_request"
+MAX_RETRY_AFTER = 300.0
+
+
+class InsecureURL(ValueError):
+    """A base URL that would send credentials in clear text."""
+
+
+class PoolError(Exception):
+    """A failure talking to the POOL API; the message is safe to show and log."""
+
+
+class TransientError(PoolError):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RejectedError(PoolError):
+    """The service refused the request itself; sending it again would not help."""
+
+
+@dataclass(frozen=True)
+class RequeueResult:
+    sent: int
+    requeued: int | None  # None: the service did not say
+
+    @property
+    def complete(self) -> bool:
+        return self.requeued is not None and self.requeued >= self.sent
+
+
+def check_base_url(url: str) -> None:
+    """Refuse plain http:// except on a loopback address (tests and the local sandbox)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    raise InsecureURL(f"{url!r} is not an https:// URL (plain http:// is allowed only for 127.0.0.1 or ::1)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class Tokens:
+    """Mints access tokens from the API key and secret, and reuses them until shortly
+    before they expire. The lifetime comes from the server's own ``expires -
+    server_time``, measured on the local monotonic clock, so local clock skew is harmless.
+    """
+
+    MARGIN = 30.0  # renew this long before expiry (at most a fifth of the lifetime)
+
+    def __init__(self, config: PoolConfig, session: requests.Session, clock=time.monotonic):
+        self.config = config
+        self.session = session
+        self.clock = clock
+        self._token: str | None = None
+        self._valid_until = 0.0
+        self._lock = threading.Lock()
+        self.minted = 0
+
+    def current(self) -> str:
+        with self._lock:
+            if self._token is None or self.clock() >= self._valid_until:
+                self._mint()
+            return self._token
+
+    def refresh_after_401(self) -> bool:
+        """Forget the token; True when a new one can be minted (only with key and secret)."""
+        with self._lock:
+            self._token = None
+            self._valid_until = 0.0
+        return self.config.can_mint
+
+    def _mint(self) -> None:
+        if not self.config.can_mint:
+            if self.config.token is None:
+                raise PoolError("no POOL credentials: set [pool] api_key and api_secret (or a token) in the config")
+            self._token = self.config.token.reveal()
+            self._valid_until = float("inf")
+            return
+        started = self.clock()
+        answer = self._authenticate()
+        try:
+            token = str(answer["token"])
+            lifetime = float(answer["expires"]) - float(answer["server_time"])
+        except (KeyError, TypeError, ValueError):
+            raise TransientError("the token endpoint answered without token, expires and server_time") from None
+        register_secret(token)
+        self._token = token
+        self._valid_until = started + lifetime - min(self.MARGIN, lifetime / 5)
+        self.minted += 1
+        log.debug("minted a POOL access token valid for %.0f s", lifetime)
+
+    def _authenticate(self) -> dict:
+        basic = _b64(f"{self.config.api_key.reveal()}:{self.config.api_secret.reveal()}")
+        register_secret(basic)
+        response = _post(
+            self.session, self.config.base_url + AUTHENTICATE, {"userid": str(self.config.userid)},
+            {"Authorization": f"Basic {basic}"}, self.config.timeout,
+        )
+        if response.status_code in (401, 403):
+            raise PoolError(f"POOL refused the API key and secret for user {self.config.userid} (HTTP {response.status_code})")
+        _raise_for_transient(response)
+        if response.status_code != 200:
+            raise PoolError(f"token request failed with HTTP {response.status_code}")
+        return _json(response)
+
+
+class PoolClient:
+    """Files redownload requests. ``redownload`` retries transient failures itself."""
+
+    def __init__(self, config: PoolConfig, *, max_attempts: int = 5, backoff: float = 1.0,
+                 max_backoff: float = 60.0, session: requests.Session | None = None):
+        if config.userid is None:
+            raise PoolError("[pool] userid is not set: it is needed to file requests")
+        check_base_url(config.base_url)
+        for secret in (config.api_key, config.api_secret, config.token):
+            if isinstance(secret, Secret):
+                register_secret(secret.reveal())
+        self.config = config
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = f"poold/{__version__}"
+        self.tokens = Tokens(config, self.session)
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+
+    def close(self) -> None:
+        self.session.close()
+
+    def redownload(self, trackids: list[int], reason: str, on_attempt=None) -> RequeueResult:
+        """POST one redownload request, retrying transient failures with backoff.
+
+        ``on_attempt`` is called before every send, so the outbox can mark the
+        request as sent (and count the attempt) before the bytes leave.
+        """
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return retrying(self._redownload_once, trackids, reason, on_attempt)
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        """Honour Retry-After when the server sent one; otherwise exponential backoff with jitter."""
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, TransientError) and error.retry_after is not None:
+            return min(error.retry_after, self.max_backoff)
+        return tenacity.wait_exponential_jitter(initial=self.backoff, max=self.max_backoff)(retry_state)
+
+    def _redownload_once(self, trackids: list[int], reason: str, on_attempt) -> RequeueResult:
+        if on_attempt:
+            on_attempt()
+        response = self._post_redownload(trackids, reason)
+        if response.status_code == 401 and self.tokens.refresh_after_401():
+            response = self._post_redownload(trackids, reason)
+        if response.status_code == 401:
+            if self.config.can_mint:
+                raise PoolError("POOL refused a freshly minted token (HTTP 401)")
+            raise PoolError("POOL refused the configured token (HTTP 401); tokens expire after 5 minutes, "
+                            "so configure [pool] api_key and api_secret and let poold mint its own")
+        _raise_for_transient(response)
+        if 300 <= response.status_code < 400:
+            raise PoolError(f"POOL answered with a redirect (HTTP {response.status_code}); check [pool] base_url")
+        if response.status_code != 200:
+            raise RejectedError(f"POOL rejected the request (HTTP {response.status_code}{_server_message(response)})")
+        return _requeue_result(_json(response), len(trackids))
+
+    def _post_redownload(self, trackids: list[int], reason: str) -> requests.Response:
+        bearer = _b64(f"{self.config.userid}:{self.tokens.current()}")
+        register_secret(bearer)
+        form = {"trackid_list": ",".join(str(t) for t in trackids), "reason": reason}
+        return _post(self.session, self.config.base_url + REDOWNLOAD, form,
+                     {"Authorization": f"Bearer {bearer}"}, self.config.timeout)
+
+
+def _requeue_result(answer: dict, sent: int) -> RequeueResult:
+    if answer.get("result") != "success":
+        message = answer.get("message") or answer.get("error") or answer.get("result")
+        raise RejectedError(f"POOL did not accept the request: {str(message)[:200]}")
+    requeued = answer.get("tracks_requeued")
+    try:
+        return RequeueResult(sent, int(requeued) if requeued is not None else None)
+    except (TypeError, ValueError):
+        return RequeueResult(sent, None)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def _post(session: requests.Session, url: str, form: dict, headers: dict, timeout: float) -> requests.Response:
+    """POST a form; network failures become TransientError with a message free of secrets."""
+    try:
+        return session.post(url, data=form, headers=headers, timeout=timeout, allow_redirects=False)
+    except requests.Timeout:
+        raise TransientError(f"no answer from {urlsplit(url).netloc} within {timeout:g} s") from None
+    except requests.ConnectionError as exc:
+        raise TransientError(f"connection to {urlsplit(url).netloc} failed ({_cause(exc)})") from None
+    except requests.RequestException as exc:
+        raise TransientError(f"request to {urlsplit(url).netloc} failed ({type(exc).__name__})") from None
+
+
+def _cause(exc: Exception) -> str:
+    """The innermost exception's class name: informative, and never carries headers."""
+    while exc.__context__ is not None or exc.__cause__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return type(exc).__name__
+
+
+def _raise_for_transient(response: requests.Response) -> None:
+    status = response.status_code
+    if status in (408, 429) or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise TransientError(f"POOL answered HTTP {status}{_server_message(response)}", retry_after)
+
+
+def _json(response: requests.Response) -> dict:
+    try:
+        answer = response.json()
+    except ValueError:
+        raise TransientError(f"POOL answered HTTP {response.status_code} with a body that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise TransientError("POOL answered with JSON that is not an object")
+    return answer
+
+
+def _server_message(response: requests.Response) -> str:
+    try:
+        answer = response.json()
+    except ValueError:
+        return ""
+    message = answer.get("message") or answer.get("error") if isinstance(answer, dict) else None
+    return f": {str(message)[:200]}" if message else ""
+
+
+def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+    error = retry_state.outcome.exception()
+    log.warning("POOL request attempt %d failed: %s; retrying in %.1f s",
+                retry_state.attempt_number, error, retry_state.next_action.sleep)

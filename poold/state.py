@@ -1,0 +1,307 @@
+"""poold's memory in SQLite: incidents, the request outbox, the file-check cache, audits.
+
+The outbox follows the rule of a careful mail queue: a request is written down as
+``pending`` before anything is sent, marked ``sent`` (in its own committed
+transaction) just before the POST, and settled as ``accepted``, ``partial`` or
+``rejected`` after the answer, or put back to ``pending`` for another try. On start-up,
+``sent`` rows whose answer never arrived (a crash mid-request) go back to ``pending``:
+delivery is at least once, and only a request in flight at the moment of a crash can
+be delivered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+DB_NAME = "poold.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    trackid INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    status TEXT NOT NULL,          -- missing | corrupt
+    reason TEXT NOT NULL,          -- reason code
+    detail TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    resolved_at REAL               -- NULL while open
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents(trackid) WHERE resolved_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    batch TEXT NOT NULL UNIQUE,
+    cause TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL,           -- pending | sent | accepted | partial | rejected
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    tracks_requeued INTEGER
+);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+
+CREATE TABLE IF NOT EXISTS request_tracks (
+    request_id INTEGER NOT NULL REFERENCES requests(id),
+    trackid INTEGER NOT NULL,
+    incident_id INTEGER NOT NULL REFERENCES incidents(id),
+    PRIMARY KEY (request_id, trackid)
+);
+CREATE INDEX IF NOT EXISTS request_tracks_track ON request_tracks(trackid);
+
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    duration REAL,
+    level TEXT NOT NULL,           -- quick | deep | hash
+    logic INTEGER NOT NULL,        -- version of poold's check logic that gave the verdict
+    checked REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audits (
+    id INTEGER PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL,
+    checked INTEGER,
+    ok INTEGER,
+    problems INTEGER,
+    note TEXT
+);
+
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+OPEN_REQUEST_STATES = ("pending", "sent")
+FINAL_REQUEST_STATES = ("accepted", "partial", "rejected")
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    trackid: int
+    path: str
+    status: str
+    reason: str
+    detail: str
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class OutboxRequest:
+    id: int
+    batch: str
+    cause: str
+    reason: str
+    state: str
+    created: float
+    updated: float
+    attempts: int
+    last_error: str | None
+    tracks_requeued: int | None
+    trackids: tuple[int, ...]
+
+
+class State:
+    """One connection to the state database. Not shared between threads."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(self.dir / DB_NAME, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "State":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- incidents ------------------------------------------------------------------
+
+    def record_problem(self, trackid: int, path: str, status: str, reason: str, detail: str, now: float | None = None) -> Incident:
+        """Open an incident for the track, or refresh the open one."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            db.execute(
+                """INSERT INTO incidents (trackid, path, status, reason, detail, first_seen, last_seen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (trackid) WHERE resolved_at IS NULL
+                   DO UPDATE SET path=excluded.path, status=excluded.status, reason=excluded.reason,
+                                 detail=excluded.detail, last_seen=excluded.last_seen""",
+                (trackid, path, status, reason, detail, now, now),
+            )
+        return self.open_incident(trackid)
+
+    def resolve(self, trackids: Iterable[int], now: float | None = None) -> int:
+        """Close the open incidents of tracks that checked ok; return how many closed."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            cursor = db.executemany(
+                "UPDATE incidents SET resolved_at=? WHERE trackid=? AND resolved_at IS NULL",
+                ((now, trackid) for trackid in trackids),
+            )
+            return cursor.rowcount
+
+    def open_incident(self, trackid: int) -> Incident | None:
+        row = self.db.execute("SELECT * FROM incidents WHERE trackid=? AND resolved_at IS NULL", (trackid,)).fetchone()
+        return _incident(row) if row else None
+
+    def open_incidents(self) -> list[Incident]:
+        rows = self.db.execute("SELECT * FROM incidents WHERE resolved_at IS NULL ORDER BY trackid")
+        return [_incident(row) for row in rows]
+
+    def open_trackids(self) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT trackid FROM incidents WHERE resolved_at IS NULL")}
+
+    # --- outbox ---------------------------------------------------------------------
+
+    def last_request_time(self, trackid: int) -> float | None:
+        row = self.db.execute(
+            """SELECT MAX(r.created) FROM requests r JOIN request_tracks t ON t.request_id = r.id
+               WHERE t.trackid = ?""", (trackid,)).fetchone()
+        return row[0]
+
+    def request_count(self, trackid: int) -> int:
+        """How many requests have included the track, whatever their outcome."""
+        return self.db.execute("SELECT COUNT(*) FROM request_tracks WHERE trackid=?", (trackid,)).fetchone()[0]
+
+    def has_open_request(self, trackid: int) -> bool:
+        row = self.db.execute(
+            f"""SELECT 1 FROM requests r JOIN request_tracks t ON t.request_id = r.id
+                WHERE t.trackid = ? AND r.state IN {OPEN_REQUEST_STATES} LIMIT 1""", (trackid,)).fetchone()
+        return row is not None
+
+    def tracks_requested_since(self, since: float) -> int:
+        row = self.db.execute(
+            """SELECT COUNT(*) FROM requests r JOIN request_tracks t ON t.request_id = r.id
+               WHERE r.created >= ?""", (since,)).fetchone()
+        return row[0]
+
+    def enqueue(self, batch: str, cause: str, reason: str, incidents: list[Incident], now: float | None = None) -> int:
+        """Write a request as ``pending``, before anything is sent; return its id."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO requests (batch, cause, reason, state, created, updated) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (batch, cause, reason, now, now),
+            )
+            db.executemany(
+                "INSERT INTO request_tracks (request_id, trackid, incident_id) VALUES (?, ?, ?)",
+                [(cursor.lastrowid, incident.trackid, incident.id) for incident in incidents],
+            )
+            return cursor.lastrowid
+
+    def mark_sent(self, request_id: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE requests SET state='sent', attempts=attempts+1, updated=? WHERE id=?",
+                (time.time(), request_id),
+            )
+
+    def settle(self, request_id: int, state: str, *, error: str | None = None, tracks_requeued: int | None = None) -> None:
+        """Record the outcome of a send: a final state, or ``pending`` to try again later."""
+        if state not in FINAL_REQUEST_STATES + ("pending",):
+            raise ValueError(f"cannot settle a request as {state!r}")
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE requests SET state=?, last_error=?, tracks_requeued=COALESCE(?, tracks_requeued), updated=? WHERE id=?",
+                (state, error, tracks_requeued, time.time(), request_id),
+            )
+
+    def recover_unconfirmed(self) -> int:
+        """After a crash: requests marked sent whose answer never arrived become pending."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE requests SET state='pending', last_error=COALESCE(last_error, 'interrupted while sending'), updated=? WHERE state='sent'",
+                (time.time(),),
+            ).rowcount
+
+    def pending_requests(self) -> list[OutboxRequest]:
+        return self.requests(states=("pending",))
+
+    def requests(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[OutboxRequest]:
+        sql = "SELECT * FROM requests"
+        params: list = []
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            params.extend(states)
+        sql += " ORDER BY id" if states else " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [self._request(row) for row in self.db.execute(sql, params).fetchall()]
+
+    def _request(self, row: sqlite3.Row) -> OutboxRequest:
+        ids = tuple(r[0] for r in self.db.execute(
+            "SELECT trackid FROM request_tracks WHERE request_id=? ORDER BY trackid", (row["id"],)))
+        return OutboxRequest(
+            id=row["id"], batch=row["batch"], cause=row["cause"], reason=row["reason"], state=row["state"],
+            created=row["created"], updated=row["updated"], attempts=row["attempts"],
+            last_error=row["last_error"], tracks_requeued=row["tracks_requeued"], trackids=ids,
+        )
+
+    # --- audits ---------------------------------------------------------------------
+
+    def start_audit(self) -> int:
+        with self.transaction() as db:
+            return db.execute("INSERT INTO audits (started) VALUES (?)", (time.time(),)).lastrowid
+
+    def finish_audit(self, audit_id: int, checked: int, ok: int, problems: int, note: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE audits SET finished=?, checked=?, ok=?, problems=?, note=? WHERE id=?",
+                (time.time(), checked, ok, problems, note, audit_id),
+            )
+
+    def last_audit(self) -> dict | None:
+        row = self.db.execute("SELECT * FROM audits WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    # --- small key/value notes (e.g. the guard's state) -------------------------------
+
+    def put_note(self, key: str, value: object) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def note(self, key: str, default: object = None) -> object:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+
+def _incident(row: sqlite3.Row) -> Incident:
+    return Incident(**{key: row[key] for key in Incident.__dataclass_fields__})
