@@ -6,6 +6,8 @@ The CLI and the daemon both call these; neither holds logic of its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Iterable, Iterator
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from . import filing
 from .config import Config
 from .integrity import check_file
-from .manifest import read_manifest
+from .manifest import Track, read_manifest
 from .pool import PoolClient, PoolError
 from .scan import AuditReport, audit
 from .state import OutboxRequest, State
@@ -60,7 +62,7 @@ def run_audit(config: Config, *, request: bool = False, verify: bool = False, de
     with State(config.state.dir) as state:
         audit_id = state.start_audit()
         report = audit(
-            config.library.root, read_manifest(config.library.manifest), verify=verify,
+            config.library.root, relocated(read_manifest(config.library.manifest), state.locations()), verify=verify,
             checker=checker_for(deep), max_missing_fraction=config.guard.max_missing_fraction,
             marker=config.guard.marker, manifest=str(config.library.manifest),
         )
@@ -73,6 +75,13 @@ def run_audit(config: Config, *, request: bool = False, verify: bool = False, de
         if request:
             file_requests(config, state, client, outcome)
     return outcome
+
+
+def relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterator[Track]:
+    """The manifest's tracks, with the paths of tracks poold saw moved replaced."""
+    for track in tracks:
+        moved_to = locations.get(track.trackid)
+        yield dataclasses.replace(track, path=moved_to) if moved_to else track
 
 
 def file_requests(config: Config, state: State, client: PoolClient | None, outcome: AuditOutcome) -> None:

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
+    run = sub.add_parser("run", parents=[common], help="run as a background service: watch the library, file requests")
+    run.set_defaults(func=cmd_run)
+
     demo = sub.add_parser("demo", parents=[common], help="show the whole loop on sample data")
     demo.add_argument("--keep", action="store_true", help="keep the demo folder and print where it is")
     demo.set_defaults(func=cmd_demo)
@@ -221,6 +224,14 @@ def cmd_status(args) -> int:
     for entry in summary["pending_requests"]:
         print("  " + describe_request(entry))
     return EXIT_OK
+
+
+# --- run -----------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(resolve_config_path(args.config))
 
 
 # --- demo ---------------------------------------------------------------------------

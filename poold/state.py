@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS audits (
     note TEXT
 );
 
+-- Tracks found at another path than the manifest's (moved by the DJ): trackid -> path.
+CREATE TABLE IF NOT EXISTS locations (
+    trackid INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    moved_from TEXT NOT NULL,
+    found REAL NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -291,6 +299,20 @@ class State:
     def last_audit(self) -> dict | None:
         row = self.db.execute("SELECT * FROM audits WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
         return dict(row) if row else None
+
+    # --- moved tracks ---------------------------------------------------------------
+
+    def set_location(self, trackid: int, path: str, moved_from: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", (trackid, path, moved_from, time.time()))
+
+    def forget_location(self, trackid: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM locations WHERE trackid=?", (trackid,))
+
+    def locations(self) -> dict[int, str]:
+        """Where moved tracks are now, overriding the manifest's paths."""
+        return {row[0]: row[1] for row in self.db.execute("SELECT trackid, path FROM locations")}
 
     # --- small key/value notes (e.g. the guard's state) -------------------------------
 

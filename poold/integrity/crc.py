@@ -60,7 +60,8 @@ def _crc16_word_table() -> list[int]:
 def crc16(data: bytes | memoryview) -> int:
     table = _crc16_word_table()
     even = len(data) & ~1
-    words = array("H", data[:even])
+    words = array("H")
+    words.frombytes(data[:even])
     if sys.byteorder == "little":
         words.byteswap()
     crc = 0

@@ -235,7 +235,7 @@ def first_frame(src: Source, audio_start: int, stream_end: int) -> Frame:
 
 # --- the last frame ---------------------------------------------------------------------
 
-def find_last_frame(src: Source, info: StreamInfo, audio_start: int, stream_end: int) -> Frame:
+def find_last_frame(src: Source, info: StreamInfo, timeline: Timeline, audio_start: int, stream_end: int) -> Frame:
     """The frame whose CRC-16 footer (section 9.3) closes exactly at ``stream_end``.
 
     Searched backwards from the end through a window that must hold one whole frame:
@@ -243,18 +243,16 @@ def find_last_frame(src: Source, info: StreamInfo, audio_start: int, stream_end:
     of the largest block, whichever is larger.
     """
     window_start = max(audio_start, stream_end - _tail_window(info))
-    data = memoryview(src.read(window_start, stream_end - window_start))
+    data = src.read(window_start, stream_end - window_start)
+    view = memoryview(data)
     tried = 0
-    for pos in _sync_codes_backwards(data, len(data)):
-        frame = parse_frame_header(data[pos:pos + MAX_FRAME_HEADER], window_start + pos)
-        if frame is None:
-            continue
-        if crc16(data[pos:]) == 0:
+    for frame in _headers_backwards(data, window_start):
+        if crc16(view[frame.offset - window_start:]) == 0:
             return frame
         tried += 1
         if tried == LAST_FRAME_CANDIDATES:
             break
-    raise _diagnose_unfinished_end(data, window_start, info)
+    raise _diagnose_unfinished_end(data, window_start, info, timeline)
 
 
 def _tail_window(info: StreamInfo) -> int:
@@ -262,55 +260,38 @@ def _tail_window(info: StreamInfo) -> int:
     return min(MAX_TAIL_WINDOW, max(MIN_TAIL_WINDOW, info.max_frame_size + 64, verbatim))
 
 
-def _sync_codes_backwards(data: memoryview, end: int):
-    """Positions of the frame sync code 0xFFF8/0xFFF9 (section 9.1), last first."""
-    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
-    pos = end
-    while (pos := raw.rfind(b"\xff", 0, pos)) >= 0:
-        if pos + 1 < len(raw) and raw[pos + 1] in (0xF8, 0xF9):
-            yield pos
+def _headers_backwards(data: bytes, window_start: int):
+    """Valid frame headers in ``data``, last first, found by the sync code 0xFFF8/0xFFF9."""
+    pos = len(data)
+    while (pos := data.rfind(b"\xff", 0, pos)) >= 0:
+        if pos + 1 < len(data) and data[pos + 1] in (0xF8, 0xF9):
+            frame = parse_frame_header(data[pos:pos + MAX_FRAME_HEADER], window_start + pos)
+            if frame is not None:
+                yield frame
 
 
-def _diagnose_unfinished_end(data: memoryview, window_start: int, info: StreamInfo) -> Damage:
+def _diagnose_unfinished_end(data: bytes, window_start: int, info: StreamInfo, timeline: Timeline) -> Damage:
     """Why no frame ends at the end of the stream: zeros, junk after the final frame, or a cut."""
     zeros = zero_run_at_end(data)
     if zeros >= ZERO_RUN:
         return Damage("zero_filled", f"the stream ends in {zeros:,} zero bytes instead of a complete frame")
-    last = _last_header(data, window_start)
+    last = next(_headers_backwards(data, window_start), None)
     if last is None:
         return Damage("truncated", "no complete frame at the end of the stream: the file was cut short")
-    pos = last.offset - window_start
-    declared_final = _declared_final(last, info)
-    frame_end = _first_crc16_close(data, pos) if declared_final else None
-    if frame_end is not None and frame_end < len(data):
-        return Damage("trailing_data", f"{len(data) - frame_end:,} bytes of unknown data follow the final frame")
-    if declared_final:
+    total = info.total_samples
+    if total and timeline.start_of(last) + last.block_size == total:
+        frame_end = _first_crc16_close(data, last.offset - window_start)
+        if frame_end is not None:
+            return Damage("trailing_data", f"{len(data) - frame_end:,} bytes of unknown data follow the final frame")
         return Damage("crc_mismatch", "the final frame's CRC-16 does not match: it is damaged or cut short")
-    return Damage("truncated", f"the file ends inside a frame ({_progress(last, info)}): it was cut short")
+    where = f"at {timeline.start_of(last) / total:.0%} of the {total:,} samples STREAMINFO declares" if total \
+        else f"at byte {last.offset:,}"
+    return Damage("truncated", f"the file ends inside a frame {where}: it was cut short")
 
 
-def _last_header(data: memoryview, window_start: int) -> Frame | None:
-    for pos in _sync_codes_backwards(data, len(data)):
-        frame = parse_frame_header(data[pos:pos + MAX_FRAME_HEADER], window_start + pos)
-        if frame is not None:
-            return frame
-    return None
-
-
-def _declared_final(frame: Frame, info: StreamInfo) -> bool:
-    """Whether this frame covers the last samples STREAMINFO declares (fixed blocks: the
-    final frame may be shorter than the rest, so only its position is compared)."""
-    if not info.total_samples:
-        return False
-    if frame.variable_block_size:
-        return frame.number + frame.block_size == info.total_samples
-    nominal = info.max_block_size or frame.block_size
-    return frame.number * nominal < info.total_samples <= (frame.number + 1) * nominal
-
-
-def _first_crc16_close(data: memoryview, pos: int) -> int | None:
-    """The first offset after ``pos`` at which the running CRC-16 is zero, i.e. where a
-    frame starting at ``pos`` would end if its footer matched."""
+def _first_crc16_close(data: bytes, pos: int) -> int | None:
+    """The first offset after ``pos`` at which the running CRC-16 is zero: where a frame
+    starting at ``pos`` would end if its footer matched there."""
     crc = 0
     for index in range(pos, len(data)):
         crc = crc16_step(crc, data[index])
@@ -319,25 +300,7 @@ def _first_crc16_close(data: memoryview, pos: int) -> int | None:
     return None
 
 
-def _progress(frame: Frame, info: StreamInfo) -> str:
-    if not info.total_samples:
-        return f"frame at byte {frame.offset:,}"
-    nominal = 1 if frame.variable_block_size else (info.max_block_size or frame.block_size)
-    share = frame.number * nominal / info.total_samples
-    return f"at {share:.0%} of the {info.total_samples:,} samples STREAMINFO declares"
-
-
 # --- sample count --------------------------------------------------------------------
-
-def _first_sample(frame: Frame, first: Frame) -> int:
-    """Section 9.1.5: variable block size frames carry their first sample number; fixed
-    ones their frame number, counted in blocks of the common size (the first frame's)."""
-    return frame.number if frame.variable_block_size else frame.number * first.block_size
-
-
-def _end_sample(last: Frame, first: Frame) -> int:
-    return _first_sample(last, first) + last.block_size
-
 
 def _check_sample_count(samples: int, info: StreamInfo) -> None:
     """The frames must cover the total STREAMINFO declares (0 = unknown, section 8.2)."""
