@@ -45,7 +45,7 @@ def read_manifest(path: str | Path) -> Iterator[Track]:
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise ManifestError(f"{path}: unknown manifest type {path.suffix!r} (use .json, .jsonl or .csv)")
-    rows = {"json": _json_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}[kind]
+    rows = _READERS[kind]
     seen = _DuplicateGuard(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -67,22 +67,42 @@ def count_tracks(path: str | Path) -> int:
 
 
 class _DuplicateGuard:
-    """Remembers IDs and (hashed) paths seen so far, to reject duplicates by row."""
+    """Remembers the IDs and paths seen so far, compactly, to reject duplicates.
+
+    Paths are kept as 64-bit digests (a million rows cost about 100 MB, not the
+    paths' own size); the error path re-reads the file to name the earlier row.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self.ids: dict[int, str] = {}
-        self.paths: dict[bytes, str] = {}
+        self.ids: set[int] = set()
+        self.paths: set[int] = set()
 
     def add(self, track: Track, where: str) -> None:
         if track.trackid in self.ids:
-            raise ManifestError(f"{self.path}: {where}: trackid {track.trackid} already listed at {self.ids[track.trackid]}")
-        # A 12-byte digest instead of the path string keeps a million rows small.
-        key = hashlib.blake2b(track.path.encode(), digest_size=12).digest()
+            earlier = self._first_row(lambda t: t.trackid == track.trackid)
+            raise ManifestError(f"{self.path}: {where}: trackid {track.trackid} already listed at {earlier}")
+        key = _path_key(track.path)
         if key in self.paths:
-            raise ManifestError(f"{self.path}: {where}: path {track.path!r} already listed at {self.paths[key]}")
-        self.ids[track.trackid] = where
-        self.paths[key] = where
+            earlier = self._first_row(lambda t: t.path == track.path)
+            if earlier is not None:
+                raise ManifestError(f"{self.path}: {where}: path {track.path!r} already listed at {earlier}")
+        self.ids.add(track.trackid)
+        self.paths.add(key)
+
+    def _first_row(self, matches) -> str | None:
+        """Where the first track that ``matches`` is (None: a digest collision, not a duplicate)."""
+        kind = FORMATS[self.path.suffix.lower()]
+        rows = _READERS[kind]
+        with open(self.path, encoding="utf-8-sig", newline="") as f:
+            for where, row in rows(f, self.path):
+                if matches(parse_row(row, where)):
+                    return where
+        return None
+
+
+def _path_key(path: str) -> int:
+    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "little")
 
 
 # --- row validation -----------------------------------------------------------------
@@ -169,7 +189,7 @@ def _jsonl_rows(f, path: Path) -> Iterator[tuple[str, object]]:
 
 
 def _csv_rows(f, path: Path) -> Iterator[tuple[str, object]]:
-    reader = csv.DictReader(f)
+    reader = csv.DictReader(f, strict=True)
     if not reader.fieldnames or "trackid" not in reader.fieldnames or "path" not in reader.fieldnames:
         raise ManifestError(f"{path}: line 1: the CSV header must name at least the columns trackid and path")
     try:
@@ -274,3 +294,6 @@ class _JsonStream:
             if not self.peek_is("]"):
                 self.expect(",")
         self.expect("]")
+
+
+_READERS = {"json": _json_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}

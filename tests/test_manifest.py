@@ -1,0 +1,113 @@
+import json
+import tracemalloc
+
+import pytest
+
+from conftest import write_manifest
+from poold.manifest import ManifestError, Track, count_tracks, read_manifest
+
+ROWS = [
+    {"trackid": 356111, "path": "House/a.mp3", "size": 1234, "duration": 201.5},
+    {"trackid": 356115, "path": "Video/b.mp4", "sha256": "ab" * 32, "md5": "CD" * 16},
+]
+
+
+@pytest.mark.parametrize("suffix", ["json", "jsonl", "csv"])
+def test_reads_every_format(tmp_path, suffix):
+    path = tmp_path / f"m.{suffix}"
+    write_manifest(path, ROWS)
+    tracks = list(read_manifest(path))
+    assert tracks == [
+        Track(356111, "House/a.mp3", size=1234, duration=201.5),
+        Track(356115, "Video/b.mp4", sha256="ab" * 32, md5="cd" * 16),
+    ]
+
+
+def test_json_ignores_other_keys_and_extra_fields(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"generated": "x", "tracks": [{"trackid": "7", "path": "./a/../b.mp3", "artist": "A"}],
+                                "more": {"nested": [1, 2]}}))
+    assert list(read_manifest(path)) == [Track(7, "b.mp3")]
+
+
+@pytest.mark.parametrize("row, fragment", [
+    ({"trackid": "abc", "path": "a.mp3"}, "trackid 'abc' is not a positive integer"),
+    ({"trackid": 1.5, "path": "a.mp3"}, "not a positive integer"),
+    ({"trackid": True, "path": "a.mp3"}, "not a positive integer"),
+    ({"path": "a.mp3"}, "missing trackid"),
+    ({"trackid": 3}, "missing path"),
+    ({"trackid": 3, "path": "../outside.mp3"}, "escapes the library root"),
+    ({"trackid": 3, "path": "a/../../outside.mp3"}, "escapes the library root"),
+    ({"trackid": 3, "path": "/etc/passwd"}, "must be relative"),
+    ({"trackid": 3, "path": "C:\\x.mp3"}, "must be relative"),
+    ({"trackid": 3, "path": "a.mp3", "size": -5}, "size -5"),
+    ({"trackid": 3, "path": "a.mp3", "sha256": "xyz"}, "sha256"),
+    ({"trackid": 3, "path": "a.mp3", "duration": "long"}, "duration"),
+])
+@pytest.mark.parametrize("suffix", ["json", "jsonl"])
+def test_bad_rows_name_the_row(tmp_path, row, fragment, suffix):
+    path = tmp_path / f"m.{suffix}"
+    write_manifest(path, [{"trackid": 1, "path": "ok.mp3"}, row])
+    with pytest.raises(ManifestError) as error:
+        list(read_manifest(path))
+    message = str(error.value)
+    assert fragment in message and str(path) in message
+    assert ("track 2" if suffix == "json" else "line 2") in message
+
+
+@pytest.mark.parametrize("second, fragment", [
+    ({"trackid": 1, "path": "other.mp3"}, "trackid 1 already listed at line 2"),
+    ({"trackid": 2, "path": "./a.mp3"}, "path 'a.mp3' already listed at line 2"),
+])
+def test_duplicates_are_errors(tmp_path, second, fragment):
+    path = tmp_path / "m.csv"
+    write_manifest(path, [{"trackid": 1, "path": "a.mp3"}, second])
+    with pytest.raises(ManifestError, match="line 3") as error:
+        list(read_manifest(path))
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("m.json", '{"tracks": [{"trackid": 1, "path": "a.mp3"},\n {"trackid": 2 "path": "b.mp3"}]}', "line 2"),
+    ("m.json", '{"tracks": [{"trackid": 1, "path": "a.mp3"}', "malformed JSON"),
+    ("m.json", '[{"trackid": 1, "path": "a.mp3"}]', "malformed JSON"),
+    ("m.json", '{"items": []}', '"tracks" array'),
+    ("m.jsonl", '{"trackid": 1, "path": "a.mp3"}\n{"trackid": 2,\n', "line 2: malformed JSON"),
+    ("m.csv", "id,file\n1,a.mp3\n", "header must name"),
+    ("m.csv", 'trackid,path\n1,a.mp3,extra\n', "line 2: more fields"),
+    ("m.csv", 'trackid,path\n1,"a.mp3\n', "malformed CSV"),
+    ("m.xml", "<tracks/>", "unknown manifest type"),
+])
+def test_malformed_files(tmp_path, name, text, fragment):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ManifestError) as error:
+        list(read_manifest(path))
+    assert fragment in str(error.value)
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="manifest not found"):
+        list(read_manifest(tmp_path / "none.json"))
+
+
+def _peak(function) -> int:
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("suffix", ["json", "csv"])
+def test_streams_with_bounded_memory(tmp_path, suffix):
+    """Memory grows only with the compact duplicate guard, far below loading the rows."""
+    path = tmp_path / f"big.{suffix}"
+    rows = [{"trackid": i, "path": f"crate/{i:07d} - some artist - some title.mp3", "size": 9_000_000 + i}
+            for i in range(1, 20_001)]
+    write_manifest(path, rows)
+    del rows
+    streamed = _peak(lambda: count_tracks(path))
+    loaded = _peak(lambda: list(read_manifest(path)))  # the same rows kept in memory: the baseline
+    assert streamed < loaded / 2, f"streaming peaked at {streamed:,} bytes, holding the rows at {loaded:,}"
