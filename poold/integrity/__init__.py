@@ -52,6 +52,9 @@ def _check_source(src: Source, expected, ext: str) -> Verdict:
     if src.size == 0:
         return Verdict(CORRUPT, "empty", "the file is 0 bytes long", expected.FORMAT)
     actual = sniff(src.head)
+    if actual is None and is_adts(src.head):
+        # Raw AAC plays in most players, but poold has no ADTS checker: say what it is, judge nothing.
+        return Verdict(UNCHECKED, "wrong_format", f"a raw AAC (ADTS) stream behind a {ext} name; poold cannot check ADTS")
     if actual is None:
         return Verdict(CORRUPT, *_describe_unknown(src.head), expected.FORMAT)
     verdict = run_checker(actual, src)
@@ -84,6 +87,20 @@ def run_checker(module, src: Source) -> Verdict:
         return Verdict(UNCHECKED, "check_error", f"poold's {module.FORMAT} check failed: {type(exc).__name__}", module.FORMAT)
 
 
+def is_adts(head: bytes) -> bool:
+    """Two consecutive ADTS frame headers at the start (ISO/IEC 14496-3 1.A.2.2: syncword 0xFFF, layer 00)."""
+    offset = 0
+    for _ in range(2):
+        header = head[offset:offset + 7]
+        if len(header) < 7 or header[0] != 0xFF or header[1] & 0xF6 != 0xF0:
+            return False
+        length = ((header[3] & 0x03) << 11) | (header[4] << 3) | (header[5] >> 5)
+        if length < 7:
+            return False
+        offset += length
+    return True
+
+
 def _describe_unknown(head: bytes) -> tuple[str, str]:
     """Reason and detail for content that no checker recognises."""
     if is_zero(head):
@@ -101,7 +118,9 @@ def _describe_unknown(head: bytes) -> tuple[str, str]:
 def _looks_like_text(data: bytes) -> bool:
     try:
         decoded = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data) - 3:  # not just a character cut at the window's end
+            return False
+        decoded = data[:exc.start].decode("utf-8")
     printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in decoded)
     return printable >= 0.95 * len(decoded)
