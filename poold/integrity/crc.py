@@ -54,7 +54,9 @@ def crc16_step(crc: int, byte: int) -> int:
 def _crc16_word_table() -> list[int]:
     """CRC-16 register after feeding 16 bits: for a 16-bit CRC that is a function of
     (register XOR next big-endian word) alone, so two bytes cost one lookup."""
-    return [crc16_step(crc16_step(0, word >> 8), word & 0xFF) for word in range(65536)]
+    table = CRC16_TABLE
+    return [((table[high] << 8) & 0xFFFF) ^ table[(table[high] >> 8) ^ low]
+            for high in range(256) for low in range(256)]
 
 
 def crc16(data: bytes | memoryview) -> int:

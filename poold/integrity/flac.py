@@ -25,20 +25,18 @@ STREAMINFO = 0
 STREAMINFO_SIZE = 34
 FORBIDDEN_BLOCK_TYPE = 127  # section 8.1: would be confused with a frame sync code
 MAX_FRAME_HEADER = 16  # 2 sync + 2 codes + 7 coded number + 2 block size + 2 rate + 1 CRC
-FRAME_FOOTER = 2
 # How many candidate headers (valid CRC-8) near the end are tried before concluding
 # that no frame closes the stream. A false sync inside the last frame that also passes
 # CRC-8 is rare; more than a few in a row means the stream does not end on a frame.
 LAST_FRAME_CANDIDATES = 4
 MIN_TAIL_WINDOW = 64 * 1024
 MAX_TAIL_WINDOW = 4 * 1024 * 1024
-# A run of zeros this long where the last frame should end is a zero-filled tail, not
-# a chance ending: FLAC frames end with a CRC-16 after entropy-coded data.
-ZERO_RUN = 32
-
-# Section 9.1.2: sample rate codes 1-11; 0 = from STREAMINFO, 12-14 = stored after the header.
-SAMPLE_RATES = {1: 88200, 2: 176400, 3: 192000, 4: 8000, 5: 16000, 6: 22050,
-                7: 24000, 8: 32000, 9: 44100, 10: 48000, 11: 96000}
+# A run of zeros this long at the end is a zero-filled tail, not a chance ending. A real
+# frame ends in its CRC-16; even a frame of digital silence (constant subframes, 8
+# channels of 32 bits) with a CRC of 0x0000 ends in at most 42 zero bytes. Zeros
+# appended after a frame cannot be seen by its CRC: feeding zeros to a zero CRC
+# register keeps it zero, so the zero run is measured separately.
+ZERO_RUN = 64
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class StreamInfo:
     """The fields of the STREAMINFO block (section 8.2) the check uses."""
 
     max_block_size: int
+    min_frame_size: int  # 0 = unknown
     max_frame_size: int  # 0 = unknown
     sample_rate: int
     channels: int
@@ -137,6 +136,8 @@ def read_metadata(src: Source, offset: int) -> tuple[StreamInfo, int]:
 
 
 def _check_block_header(src: Source, offset: int, index: int, kind: int, length: int) -> None:
+    """Section 8.1: type 127 is forbidden; STREAMINFO (34 bytes, section 8.2) comes first
+    and only first. Other types, including reserved ones, are skipped by decoders."""
     first = index == 0
     valid = kind != FORBIDDEN_BLOCK_TYPE and (kind == STREAMINFO) == first
     if valid and (not first or length == STREAMINFO_SIZE):
@@ -154,6 +155,7 @@ def parse_streaminfo(data: bytes) -> StreamInfo:
     packed = int.from_bytes(data[10:18], "big")
     return StreamInfo(
         max_block_size=int.from_bytes(data[2:4], "big"),
+        min_frame_size=int.from_bytes(data[4:7], "big"),
         max_frame_size=int.from_bytes(data[7:10], "big"),
         sample_rate=packed >> 44,
         channels=((packed >> 41) & 0x7) + 1,
@@ -169,7 +171,7 @@ def parse_frame_header(data: bytes | memoryview, offset: int = 0) -> Frame | Non
 
     Every field is checked against the values section 9.1 reserves or forbids, and the
     header's CRC-8 (section 9.1.8) must match, so random bytes pass with odds of
-    well under 1 in 65536 * 256.
+    under 1 in 8 million.
     """
     if len(data) < 6 or data[0] != 0xFF or data[1] not in (0xF8, 0xF9):
         return None
@@ -245,9 +247,12 @@ def find_last_frame(src: Source, info: StreamInfo, timeline: Timeline, audio_sta
     window_start = max(audio_start, stream_end - _tail_window(info))
     data = src.read(window_start, stream_end - window_start)
     view = memoryview(data)
+    zeros = zero_run_at_end(data)
     tried = 0
     for frame in _headers_backwards(data, window_start):
         if crc16(view[frame.offset - window_start:]) == 0:
+            if zeros >= ZERO_RUN:
+                raise Damage("zero_filled", f"{zeros:,} zero bytes follow the final frame")
             return frame
         tried += 1
         if tried == LAST_FRAME_CANDIDATES:
@@ -274,19 +279,34 @@ def _diagnose_unfinished_end(data: bytes, window_start: int, info: StreamInfo, t
     """Why no frame ends at the end of the stream: zeros, junk after the final frame, or a cut."""
     zeros = zero_run_at_end(data)
     if zeros >= ZERO_RUN:
-        return Damage("zero_filled", f"the stream ends in {zeros:,} zero bytes instead of a complete frame")
+        at_least = "at least " if zeros == len(data) else ""
+        return Damage("zero_filled", f"the stream ends in {at_least}{zeros:,} zero bytes instead of a complete frame")
     last = next(_headers_backwards(data, window_start), None)
     if last is None:
         return Damage("truncated", "no complete frame at the end of the stream: the file was cut short")
     total = info.total_samples
     if total and timeline.start_of(last) + last.block_size == total:
-        frame_end = _first_crc16_close(data, last.offset - window_start)
-        if frame_end is not None:
-            return Damage("trailing_data", f"{len(data) - frame_end:,} bytes of unknown data follow the final frame")
-        return Damage("crc_mismatch", "the final frame's CRC-16 does not match: it is damaged or cut short")
-    where = f"at {timeline.start_of(last) / total:.0%} of the {total:,} samples STREAMINFO declares" if total \
-        else f"at byte {last.offset:,}"
-    return Damage("truncated", f"the file ends inside a frame {where}: it was cut short")
+        return _diagnose_final_frame(data, last.offset - window_start, info)
+    start = timeline.start_of(last)
+    where = f"sample {start:,} of the {total:,} STREAMINFO declares ({start / total:.0%})" if total \
+        else f"byte {last.offset:,}"
+    return Damage("truncated", f"the file was cut inside the frame at {where}")
+
+
+def _diagnose_final_frame(data: bytes, pos: int, info: StreamInfo) -> Damage:
+    """The frame STREAMINFO's total makes the final one is there, but its CRC-16 fails.
+
+    If its CRC closes earlier, what follows is junk. Otherwise it is cut short when it
+    is smaller than the smallest frame of the stream (section 8.2), else damaged.
+    """
+    frame_end = _first_crc16_close(data, pos)
+    if frame_end is not None:
+        return Damage("trailing_data", f"{len(data) - frame_end:,} bytes of unknown data follow the final frame")
+    present = len(data) - pos
+    if present < info.min_frame_size:
+        return Damage("truncated", f"the final frame is cut short: {present:,} bytes, "
+                                   f"the smallest frame of the stream is {info.min_frame_size:,}")
+    return Damage("crc_mismatch", "the final frame's CRC-16 does not match: it is damaged")
 
 
 def _first_crc16_close(data: bytes, pos: int) -> int | None:
