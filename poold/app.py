@@ -5,10 +5,10 @@ The CLI and the daemon both call these; neither holds logic of its own.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +17,7 @@ from .config import Config
 from .integrity import check_file
 from .manifest import Track, read_manifest
 from .pool import PoolClient, PoolError
-from .scan import AuditReport, audit
+from .scan import DEEP, QUICK, AuditReport, ScanOptions, audit
 from .state import OutboxRequest, State
 
 log = logging.getLogger(__name__)
@@ -50,21 +50,39 @@ def checker_for(deep: bool):
     return deep_check
 
 
-def run_audit(config: Config, *, request: bool = False, verify: bool = False, deep: bool = False,
-              client: PoolClient | None = None) -> AuditOutcome:
+def require_deep() -> None:
+    """Fail early, with the install hint, when deep checks cannot run."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise SetupError("deep checks need PyAV: pip install 'poold[deep]'") from None
+
+
+def scan_options(config: Config, *, deep: bool = False, verify: bool = False, full: bool = False,
+                 time_limit: float | None = None) -> ScanOptions:
+    if deep:
+        require_deep()
+    workers = config.scan.workers or os.cpu_count() or 1
+    return ScanOptions(level=DEEP if deep else QUICK, verify=verify, workers=workers, full=full, time_limit=time_limit)
+
+
+def run_audit(config: Config, *, request: bool = False, options: ScanOptions | None = None,
+              client: PoolClient | None = None, on_finding=None) -> AuditOutcome:
     """Audit the library against the manifest; with ``request``, file what is broken.
 
     The manifest is read completely before anything is written or sent: a bad row
     raises ManifestError and nothing is requested.
     """
+    options = options or scan_options(config)
     if request and client is None and not config.requests.dry_run:
         client = make_client(config)
     with State(config.state.dir) as state:
         audit_id = state.start_audit()
         report = audit(
-            config.library.root, relocated(read_manifest(config.library.manifest), state.locations()), verify=verify,
-            checker=checker_for(deep), max_missing_fraction=config.guard.max_missing_fraction,
-            marker=config.guard.marker, manifest=str(config.library.manifest),
+            config.library.root, relocated(read_manifest(config.library.manifest), state.locations()),
+            cache=state.file_cache(), options=options, open_ids=frozenset(state.open_trackids()),
+            max_missing_fraction=config.guard.max_missing_fraction, marker=config.guard.marker,
+            manifest=str(config.library.manifest), on_finding=on_finding,
         )
         state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)
         outcome = AuditOutcome(report)
@@ -136,12 +154,3 @@ def status(config: Config, now: float | None = None) -> dict:
             "last_audit": state.last_audit(),
             "daemon": state.note("daemon"),
         }
-
-
-@contextlib.contextmanager
-def pool_client(config: Config):
-    client = make_client(config)
-    try:
-        yield client
-    finally:
-        client.close()

@@ -13,8 +13,8 @@ import sys
 import time
 
 from . import __version__, app
-from .config import ConfigError, load, resolve_config_path
-from .manifest import ManifestError
+from .config import ConfigError, load, parse_duration, resolve_config_path
+from .manifest import ManifestError, estimate_rows
 from .pool import PoolError
 from .redact import RedactingFilter
 from .scan import LibraryUnavailable
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--request", action="store_true", help="ask POOL to requeue missing and corrupt tracks")
     audit.add_argument("--verify", action="store_true", help="also compare the manifest's sha256/md5 (reads every byte)")
     audit.add_argument("--deep", action="store_true", help="decode every file fully (needs poold[deep])")
+    audit.add_argument("--full", action="store_true", help="check every file again, ignoring cached verdicts")
+    audit.add_argument("--time-limit", metavar="DURATION", type=duration_arg,
+                       help='with --deep: deep-check for this long (e.g. "30m"), the next run resumes')
     audit.set_defaults(func=cmd_audit)
 
     check = sub.add_parser("check", parents=[common], help="check files or folders, no manifest needed")
@@ -95,9 +98,25 @@ def config_from(args):
 
 # --- audit ---------------------------------------------------------------------------
 
+def duration_arg(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a duration such as "90s", "30m" or "2h"')
+    return seconds
+
+
 def cmd_audit(args) -> int:
     config = config_from(args)
-    outcome = app.run_audit(config, request=args.request, verify=args.verify, deep=args.deep)
+    if args.time_limit is not None and not args.deep:
+        raise UsageError("--time-limit goes with --deep")
+    options = app.scan_options(config, deep=args.deep, verify=args.verify, full=args.full, time_limit=args.time_limit)
+    progress = Progress(config.library.manifest) if sys.stderr.isatty() and not args.json else None
+    try:
+        outcome = app.run_audit(config, request=args.request, options=options,
+                                on_finding=progress.update if progress else None)
+    finally:
+        if progress:
+            progress.close()
     if args.json:
         print(json.dumps(audit_json(outcome), indent=2))
     else:
@@ -108,6 +127,41 @@ def cmd_audit(args) -> int:
     return EXIT_PROBLEMS if report.problems or report.guard else EXIT_OK
 
 
+class Progress:
+    """A one-line progress display on stderr, shown once an audit has run for 2 s."""
+
+    DELAY, EVERY = 2.0, 0.25
+
+    def __init__(self, manifest_path, clock=time.monotonic):
+        self.manifest_path = manifest_path
+        self.clock = clock
+        self.started = self.last = clock()
+        self.done = self.problems = 0
+        self.total: int | None = None
+        self.shown = False
+
+    def update(self, finding) -> None:
+        self.done += 1
+        self.problems += finding.status not in ("ok", "unchecked")
+        now = self.clock()
+        if now - self.started < self.DELAY or now - self.last < self.EVERY:
+            return
+        if self.total is None:
+            self.total = estimate_rows(self.manifest_path)
+        self.last, self.shown = now, True
+        rate = self.done / (now - self.started)
+        left = max(self.total - self.done, 0)
+        eta = f", {left / rate:.0f} s left" if rate and left else ""
+        sys.stderr.write(f"\rchecked {self.done:,} of ~{self.total:,} tracks, {rate:,.0f}/s{eta}, "
+                         f"{self.problems} problems so far \x1b[K")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 def audit_json(outcome: app.AuditOutcome) -> dict:
     report = outcome.report
     return {
@@ -116,6 +170,8 @@ def audit_json(outcome: app.AuditOutcome) -> dict:
         "checked": report.checked,
         "ok": report.ok,
         "problems": [finding.as_json() for finding in report.problems],
+        "files_checked": report.files_checked,
+        "deep_deferred": report.deep_deferred,
         "unchecked": [finding.as_json() for finding in report.unchecked],
         "guard": report.guard,
         "requests": outcome.requests,
@@ -129,7 +185,11 @@ def print_audit(outcome: app.AuditOutcome) -> None:
     corrupt = len(report.problems) - report.missing
     print(f"Library:  {report.library}\nManifest: {report.manifest}")
     print(f"Checked {report.checked} tracks: {report.ok} ok, {report.missing} missing, "
-          f"{corrupt} corrupt, {len(report.unchecked)} unchecked")
+          f"{corrupt} corrupt, {len(report.unchecked)} unchecked "
+          f"({report.files_checked} files opened, the rest unchanged since their last check)")
+    if report.deep_deferred:
+        print(f"Deep check: time limit reached; {report.deep_deferred} files had the quick check only "
+              "and are deep-checked on the next run")
     if report.guard:
         print(f"\nNOTHING REQUESTED: {report.guard}")
     if report.problems:

@@ -66,6 +66,20 @@ def count_tracks(path: str | Path) -> int:
     return sum(1 for _ in read_manifest(path))
 
 
+def estimate_rows(path: str | Path) -> int:
+    """A quick count of the manifest's rows, for progress display only (no validation)."""
+    path = Path(path)
+    needle = b"\n" if FORMATS.get(path.suffix.lower()) == "csv" else b'"trackid"'
+    count = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                count += chunk.count(needle)  # a needle cut by a chunk edge is lost: fine for an estimate
+    except OSError:
+        return 0
+    return max(count - (needle == b"\n"), 0)
+
+
 class _DuplicateGuard:
     """Remembers the IDs and paths seen so far, compactly, to reject duplicates.
 

@@ -9,15 +9,19 @@ length match the manifest's duration; with ``verify``, do its hashes match.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .integrity import check_file
+from .integrity import LOGIC_VERSION, check_file
 from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
 from .manifest import Track
+from .state import CachedCheck, FileCache
 
 MISSING = "missing"
 DURATION_TOLERANCE = 3.0  # seconds, or 3 %: manifests round durations, encoders pad
@@ -46,14 +50,17 @@ class AuditReport:
     ok: int = 0
     problems: list[Finding] = field(default_factory=list)
     unchecked: list[Finding] = field(default_factory=list)
-    ok_trackids: set[int] = field(default_factory=set)
+    ok_trackids: set[int] = field(default_factory=set)  # only those that had open incidents
     guard: str | None = None  # why filing is withheld, when the library looks unavailable
+    files_checked: int = 0    # files opened (not answered from the cache)
+    deep_deferred: int = 0    # files left for the next deep slice
 
-    def add(self, finding: Finding) -> None:
+    def add(self, finding: Finding, watched: bool = False) -> None:
         self.checked += 1
         if finding.status == OK:
             self.ok += 1
-            self.ok_trackids.add(finding.trackid)
+            if watched:
+                self.ok_trackids.add(finding.trackid)
         elif finding.status == UNCHECKED:
             self.unchecked.append(finding)
         else:
@@ -85,10 +92,18 @@ def library_problem(root: Path, marker: str | None) -> str | None:
 
 def check_track(root: Path, track: Track, verify: bool = False,
                 checker: Callable[[str], Verdict] = check_file) -> Finding:
-    """Judge one manifest track against the file in the library."""
-    path = root / track.path
+    """Judge one manifest track against the file in the library (no cache, in this process)."""
+    triaged = _triage(root, track)
+    if isinstance(triaged, Finding):
+        return triaged
+    job = Job(track, str(root / track.path), triaged, QUICK, verify)
+    return conclude(judge(job, checker))
+
+
+def _triage(root: Path, track: Track) -> Finding | tuple[int, int, int, int]:
+    """A finding decided by stat alone, or the file's identity for checking."""
     try:
-        info = path.stat()
+        info = os.stat(root / track.path)
     except FileNotFoundError:
         return _finding(track, MISSING, MISSING, "no file at this path")
     except OSError as exc:
@@ -100,16 +115,77 @@ def check_track(root: Path, track: Track, verify: bool = False,
             return _finding(track, CORRUPT, "empty", "the file is 0 bytes long")
         return _finding(track, CORRUPT, "size_mismatch",
                         f"{info.st_size:,} bytes, the download was {track.size:,} ({info.st_size / track.size:.0%})")
-    if verify and (mismatch := _hash_mismatch(path, track)):
-        return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
-    verdict = checker(str(path))
-    if verdict.status == OK and (mismatch := _duration_mismatch(track, verdict)):
-        return _finding(track, CORRUPT, "duration_mismatch", mismatch)
-    return _finding(track, verdict.status, verdict.reason, verdict.detail)
+    return (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
 
 
 def _finding(track: Track, status: str, reason: str, detail: str) -> Finding:
     return Finding(track.trackid, track.path, status, reason, detail)
+
+
+# --- checking files: in this process or in workers -------------------------------------
+
+QUICK, DEEP = "quick", "deep"
+_LEVEL_RANK = {QUICK: 0, DEEP: 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    track: Track
+    path: str
+    identity: tuple[int, int, int, int]
+    level: str
+    verify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    job: Job
+    verdict: Verdict
+    sha256: str | None = None
+    md5: str | None = None
+
+
+def judge(job: Job, checker: Callable[[str], Verdict] | None = None) -> Judged:
+    """Run the file check (and the digests ``verify`` needs). Runs in worker processes."""
+    if checker is None:
+        checker = _deep_checker() if job.level == DEEP else check_file
+    verdict = checker(job.path)
+    digests = {}
+    if job.verify and (job.track.sha256 or job.track.md5) and verdict.reason != "unreadable":
+        digests = _digests(job.path)
+    return Judged(job, verdict, digests.get("sha256"), digests.get("md5"))
+
+
+def judge_batch(jobs: list[Job]) -> list[Judged]:
+    return [judge(job) for job in jobs]
+
+
+def _deep_checker():
+    from .integrity.deep import deep_check
+
+    return deep_check
+
+
+def _digests(path: str) -> dict[str, str]:
+    digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                for digest in digests.values():
+                    digest.update(chunk)
+    except OSError:
+        return {}
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def conclude(judged: Judged) -> Finding:
+    """The finding for a judged file, with the manifest's hashes and duration applied."""
+    track, verdict = judged.job.track, judged.verdict
+    if judged.job.verify and (mismatch := _hash_mismatch(track, judged)):
+        return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
+    if verdict.status == OK and (mismatch := _duration_mismatch(track, verdict)):
+        return _finding(track, CORRUPT, "duration_mismatch", mismatch)
+    return _finding(track, verdict.status, verdict.reason, verdict.detail)
 
 
 def _duration_mismatch(track: Track, verdict: Verdict) -> str | None:
@@ -120,32 +196,152 @@ def _duration_mismatch(track: Track, verdict: Verdict) -> str | None:
     return f"plays {verdict.duration:.1f} s, the track is {track.duration:.1f} s"
 
 
-def _hash_mismatch(path: Path, track: Track) -> str | None:
-    wanted = {name: value for name, value in (("sha256", track.sha256), ("md5", track.md5)) if value}
-    if not wanted:
-        return None
-    digests = {name: hashlib.new(name) for name in wanted}
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            for digest in digests.values():
-                digest.update(chunk)
-    for name, value in wanted.items():
-        if digests[name].hexdigest() != value:
+def _hash_mismatch(track: Track, judged: Judged) -> str | None:
+    for name, wanted, actual in (("sha256", track.sha256, judged.sha256), ("md5", track.md5, judged.md5)):
+        if wanted and actual and wanted != actual:
             return f"{name} differs from the manifest: the file's bytes changed since download"
     return None
 
 
-def audit(root: Path, tracks: Iterable[Track], *, verify: bool = False,
-          checker: Callable[[str], Verdict] = check_file, max_missing_fraction: float = 1.0, marker: str | None = None,
+@dataclass(frozen=True)
+class ScanOptions:
+    level: str = QUICK
+    verify: bool = False
+    workers: int = 1
+    full: bool = False                # ignore cached verdicts
+    time_limit: float | None = None   # deep checks: stop deep-checking after this many seconds
+
+
+class Scanner:
+    """Turns manifest tracks into findings, reusing cached verdicts of unchanged files
+    and checking the rest in a pool of worker processes (started only when there is
+    enough work to pay for it). Results are joined here, in the one writer of the cache.
+    """
+
+    BATCH = 32
+
+    def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic):
+        self.root = root
+        self.cache = cache
+        self.options = options
+        self.clock = clock
+        self.started = clock()
+        self.checked_files = 0      # files opened in this run (cache misses)
+        self.deep_deferred = 0      # files that waited for a later deep slice
+        self._pool: ProcessPoolExecutor | None = None
+
+    def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
+        buffer: list[Job] = []
+        in_flight: set = set()
+        try:
+            for track in tracks:
+                result = self._triage(track)
+                if isinstance(result, Finding):
+                    yield result
+                    continue
+                buffer.append(result)
+                if len(buffer) >= self.BATCH:
+                    yield from self._dispatch(buffer, in_flight)
+                    buffer = []
+            yield from self._finish(buffer, in_flight)
+        finally:
+            if self._pool:
+                self._pool.shutdown(cancel_futures=True)
+            if self.cache:
+                self.cache.flush()
+
+    def _triage(self, track: Track) -> Finding | Job:
+        identity = _triage(self.root, track)
+        if isinstance(identity, Finding):
+            return identity
+        level = self._level()
+        job = Job(track, str(self.root / track.path), identity, level, self.options.verify)
+        cached = self._cached(job)
+        return conclude(Judged(job, cached.verdict, cached.sha256, cached.md5)) if cached else job
+
+    def _level(self) -> str:
+        limit = self.options.time_limit
+        if self.options.level == DEEP and limit is not None and self.clock() - self.started > limit:
+            self.deep_deferred += 1
+            return QUICK
+        return self.options.level
+
+    def _cached(self, job: Job) -> Judged | None:
+        if self.cache is None or self.options.full:
+            return None
+        hit = self.cache.get(job.track.path)
+        if hit is None or hit.identity != job.identity or hit.logic != LOGIC_VERSION:
+            return None
+        if _LEVEL_RANK[hit.level] < _LEVEL_RANK[job.level]:
+            return None
+        if job.verify and ((job.track.sha256 and not hit.sha256) or (job.track.md5 and not hit.md5)):
+            return None
+        verdict = Verdict(hit.status, hit.reason, hit.detail, None, hit.duration)
+        return Judged(job, verdict, hit.sha256, hit.md5)
+
+    def _dispatch(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
+        if self.options.workers <= 1:
+            yield from self._record(judge_batch(jobs))
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.options.workers, mp_context=_pool_context())
+        in_flight.add(self._pool.submit(judge_batch, jobs))
+        if len(in_flight) >= 4 * self.options.workers:  # bounded: a few batches per worker
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                in_flight.discard(future)
+                yield from self._record(future.result())
+
+    def _finish(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
+        if jobs and self._pool is None:
+            yield from self._record(judge_batch(jobs))  # too little work to start workers
+        elif jobs:
+            in_flight.add(self._pool.submit(judge_batch, jobs))
+        for future in as_completed(list(in_flight)):
+            yield from self._record(future.result())
+        in_flight.clear()
+
+    def _record(self, results: list[Judged]) -> Iterator[Finding]:
+        for judged in results:
+            self.checked_files += 1
+            if self.cache is not None and judged.verdict.reason not in UNCACHED_REASONS:
+                verdict = judged.verdict
+                self.cache.put(judged.job.track.path, CachedCheck(
+                    judged.job.identity, verdict.status, verdict.reason, verdict.detail, verdict.duration,
+                    judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5))
+            yield conclude(judged)
+
+
+# Verdicts that say more about the moment than the file: checked again next time.
+UNCACHED_REASONS = frozenset({"unreadable", "check_error"})
+
+
+def _pool_context():
+    """forkserver where it exists: forking a process that runs threads (the daemon's
+    watcher, HTTP sessions) can copy a held lock into the child."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None,
+          options: ScanOptions = ScanOptions(), open_ids: frozenset[int] = frozenset(),
+          max_missing_fraction: float = 1.0, marker: str | None = None,
           on_finding: Callable[[Finding], None] | None = None, manifest: str = "") -> AuditReport:
-    """Check every track; raise LibraryUnavailable when the root itself is gone."""
+    """Check every track; raise LibraryUnavailable when the root itself is gone.
+
+    ``open_ids`` are tracks with open incidents: the report lists which of them are ok
+    now, so they can be resolved, without keeping every ok track in memory.
+    """
     if problem := library_problem(root, marker):
         raise LibraryUnavailable(problem)
     report = AuditReport(library=str(root), manifest=manifest)
-    for finding in (check_track(root, track, verify, checker) for track in tracks):
-        report.add(finding)
+    scanner = Scanner(root, cache, options)
+    for finding in scanner.findings(tracks):
+        report.add(finding, finding.trackid in open_ids)
         if on_finding:
             on_finding(finding)
+    report.problems.sort(key=lambda finding: finding.trackid)
+    report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
     if report.checked and report.missing / report.checked > max_missing_fraction:
         report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "
                         f"{max_missing_fraction:.0%}: the library looks partly unavailable, so nothing is requested")

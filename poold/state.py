@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS request_tracks (
 CREATE INDEX IF NOT EXISTS request_tracks_track ON request_tracks(trackid);
 
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
+    path TEXT PRIMARY KEY,         -- relative to the library root
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
@@ -69,8 +69,10 @@ CREATE TABLE IF NOT EXISTS files (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     duration REAL,
-    level TEXT NOT NULL,           -- quick | deep | hash
-    logic INTEGER NOT NULL,        -- version of poold's check logic that gave the verdict
+    level TEXT NOT NULL,           -- quick | deep
+    logic TEXT NOT NULL,           -- version of poold's check logic that gave the verdict
+    sha256 TEXT,                   -- digests, when --verify computed them
+    md5 TEXT,
     checked REAL NOT NULL
 ) WITHOUT ROWID;
 
@@ -300,6 +302,11 @@ class State:
         row = self.db.execute("SELECT * FROM audits WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
         return dict(row) if row else None
 
+    # --- file-check cache ----------------------------------------------------------
+
+    def file_cache(self) -> "FileCache":
+        return FileCache(self)
+
     # --- moved tracks ---------------------------------------------------------------
 
     def set_location(self, trackid: int, path: str, moved_from: str) -> None:
@@ -323,6 +330,53 @@ class State:
     def note(self, key: str, default: object = None) -> object:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+
+@dataclass(frozen=True)
+class CachedCheck:
+    """A verdict remembered for a file, valid while the file's stat identity is unchanged."""
+
+    identity: tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+    status: str
+    reason: str
+    detail: str
+    duration: float | None
+    level: str
+    logic: str
+    sha256: str | None
+    md5: str | None
+
+
+class FileCache:
+    """Reads one row at a time; writes are batched into one transaction per FLUSH_EVERY."""
+
+    FLUSH_EVERY = 500
+
+    def __init__(self, state: State):
+        self.db = state.db
+        self.state = state
+        self._writes: list[tuple] = []
+
+    def get(self, path: str) -> CachedCheck | None:
+        row = self.db.execute(
+            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
+            "FROM files WHERE path=?", (path,)).fetchone()
+        if row is None:
+            return None
+        return CachedCheck(tuple(row[:4]), *row[4:])
+
+    def put(self, path: str, check: CachedCheck) -> None:
+        self._writes.append((path, *check.identity, check.status, check.reason, check.detail, check.duration,
+                             check.level, check.logic, check.sha256, check.md5, time.time()))
+        if len(self._writes) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._writes:
+            return
+        with self.state.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
+        self._writes.clear()
 
 
 def _incident(row: sqlite3.Row) -> Incident:

@@ -9,8 +9,10 @@ for a reason of its own (a bug is not evidence of damage).
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
+from pathlib import Path
 
 from . import aiff, flac, mp3, mp4, ogg, riff
 from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict, is_zero
@@ -22,6 +24,17 @@ log = logging.getLogger(__name__)
 FORMATS = (flac, ogg, riff, aiff, mp4, mp3)
 BY_EXTENSION = {ext: module for module in FORMATS for ext in module.EXTENSIONS}
 CHECKABLE_EXTENSIONS = frozenset(BY_EXTENSION)
+
+
+def _logic_version() -> str:
+    """A fingerprint of the checkers' source: cached verdicts of other versions are void."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+LOGIC_VERSION = _logic_version()
 
 # Reason codes whose remedy is not a redownload: reported, never requested.
 NOT_REQUESTABLE = frozenset({"wrong_format"})
