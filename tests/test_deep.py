@@ -142,6 +142,18 @@ def test_gain_rewritten_mp3_is_not_judged_by_its_music_crc(copy_of):
     assert "not verified" in verdict.detail
 
 
+def test_lame_crc_is_found_behind_undeclared_padding(copy_of):
+    """Zero bytes between the ID3v2 tag and the first frame, which players skip."""
+    path = copy_of("mp3")
+    data = open(path, "rb").read()
+    frames = 10 + int.from_bytes(data[6:10], "big")  # ID3v2 header + body (no footer)
+    with open(path, "wb") as f:
+        f.write(data[:frames] + bytes(300) + data[frames:])
+    assert "LAME music CRC verified" in deep_check(path).detail
+    flip_bytes(path, 1)
+    assert deep_check(path).reason == "crc_mismatch"
+
+
 # --- 24-bit FLAC: the MD5 is over 3-byte samples, FFmpeg decodes to 4-byte ones ---
 
 def make_flac_24(path: str, seconds: float = 1.0, rate: int = 48000) -> str:

@@ -138,12 +138,13 @@ _L3_BITRATES = {
 _SAMPLE_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 _LAME_OFFSET = 120  # the LAME extension follows the 120-byte Xing/Info header
 _LAME_SIZE = 36
+_FIRST_FRAME_SEARCH = 64 * 1024  # as far as FFmpeg's MP3 demuxer looks for the first frame
 _MP3GAIN_MARK = b"MP3GAIN_"  # APEv2/ID3 items MP3Gain leaves after rewriting frame gains
 
 
 @dataclass(frozen=True)
 class _LameTag:
-    frame_start: int
+    frame_start: int  # of the Info frame
     frame_size: int
     music_length: int
     music_crc: int
@@ -178,15 +179,12 @@ def _verify_lame_crc(src: Source) -> str:
 
 def _lame_tag(src: Source) -> _LameTag | None:
     """The LAME tag of the first frame, if it has one whose own CRC verifies."""
-    frame_start = leading_tags_end(src)
-    header = src.read(frame_start, 4)
-    layout = _layer3_layout(header)
-    if layout is None:
+    found = _info_frame(src)
+    if found is None:
         return None
-    frame_size, xing_at = layout
-    frame = src.read(frame_start, frame_size)
+    frame_start, frame, xing_at = found
     lame_at = xing_at + _LAME_OFFSET
-    if frame[xing_at:xing_at + 4] not in (b"Xing", b"Info") or len(frame) < lame_at + _LAME_SIZE:
+    if len(frame) < lame_at + _LAME_SIZE:
         return None
     lame = frame[lame_at:lame_at + _LAME_SIZE]
     tag_crc_at = lame_at + 34
@@ -197,8 +195,28 @@ def _lame_tag(src: Source) -> _LameTag | None:
     ffmpeg_span = (frame[:tag_crc_at] + b"\0\0" + frame[tag_crc_at + 2:]).ljust(190, b"\0")[:190]
     if stored_tag_crc not in (_crc16_arc(frame[:tag_crc_at]), _crc16_arc(ffmpeg_span)):
         return None
-    return _LameTag(frame_start, frame_size, music_length=int.from_bytes(lame[28:32], "big"),
+    return _LameTag(frame_start, len(frame), music_length=int.from_bytes(lame[28:32], "big"),
                     music_crc=int.from_bytes(lame[32:34], "big"), mp3_gain=lame[25])
+
+
+def _info_frame(src: Source) -> tuple[int, bytes, int] | None:
+    """(offset, bytes, Xing/Info offset in it) of the stream's first frame when that
+    frame carries a Xing/Info header. Undeclared padding or junk may sit between the
+    tags and the first frame, as players and the quick check allow; the marker at its
+    fixed place in the frame confirms a sync found in it."""
+    start = leading_tags_end(src)
+    window = src.read(start, _FIRST_FRAME_SEARCH)
+    sync = window.find(b"\xff")
+    while sync >= 0:
+        layout = _layer3_layout(window[sync:sync + 4])
+        if layout is not None:
+            frame_size, xing_at = layout
+            frame = src.read(start + sync, frame_size)
+            if frame[xing_at:xing_at + 4] in (b"Xing", b"Info"):
+                return start + sync, frame, xing_at
+            return None  # the first frame carries no Xing/Info header
+        sync = window.find(b"\xff", sync + 1)
+    return None
 
 
 def _layer3_layout(header: bytes) -> tuple[int, int] | None:
