@@ -5,7 +5,6 @@ The CLI and the daemon both call these; neither holds logic of its own.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator
 import logging
 import os
@@ -99,7 +98,7 @@ def relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterator[Tr
     """The manifest's tracks, with the paths of tracks poold saw moved replaced."""
     for track in tracks:
         moved_to = locations.get(track.trackid)
-        yield dataclasses.replace(track, path=moved_to) if moved_to else track
+        yield track._replace(path=moved_to) if moved_to else track
 
 
 def file_requests(config: Config, state: State, client: PoolClient | None, outcome: AuditOutcome) -> None:

@@ -10,13 +10,12 @@ never acts on a manifest it could not read completely.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import posixpath
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -29,8 +28,7 @@ class ManifestError(Exception):
     """A manifest that cannot be used; the message names the file and the row."""
 
 
-@dataclass(frozen=True, slots=True)
-class Track:
+class Track(NamedTuple):
     trackid: int
     path: str  # POSIX-style, relative to the library root, normalised
     size: int | None = None
@@ -49,9 +47,9 @@ def read_manifest(path: str | Path) -> Iterator[Track]:
     seen = _DuplicateGuard(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            for where, row in rows(f, path):
-                track = parse_row(row, f"{path}: {where}")
-                seen.add(track, where)
+            for location, row in rows(f, path):
+                track = _plain_track(row) or parse_row(row, f"{path}: {describe(location)}")
+                seen.add(track, location)
                 yield track
     except FileNotFoundError:
         raise ManifestError(f"{path}: manifest not found") from None
@@ -83,8 +81,9 @@ def estimate_rows(path: str | Path) -> int:
 class _DuplicateGuard:
     """Remembers the IDs and paths seen so far, compactly, to reject duplicates.
 
-    Paths are kept as 64-bit digests (a million rows cost about 100 MB, not the
-    paths' own size); the error path re-reads the file to name the earlier row.
+    Paths are kept as their 64-bit hashes (a million rows cost about 100 MB, not the
+    paths' own size); a repeated hash re-reads the file to tell a real duplicate from
+    a collision and to name the earlier row.
     """
 
     def __init__(self, path: Path):
@@ -92,15 +91,15 @@ class _DuplicateGuard:
         self.ids: set[int] = set()
         self.paths: set[int] = set()
 
-    def add(self, track: Track, where: str) -> None:
+    def add(self, track: Track, location) -> None:
         if track.trackid in self.ids:
             earlier = self._first_row(lambda t: t.trackid == track.trackid)
-            raise ManifestError(f"{self.path}: {where}: trackid {track.trackid} already listed at {earlier}")
-        key = _path_key(track.path)
+            raise ManifestError(f"{self.path}: {describe(location)}: trackid {track.trackid} already listed at {earlier}")
+        key = hash(track.path)
         if key in self.paths:
             earlier = self._first_row(lambda t: t.path == track.path)
             if earlier is not None:
-                raise ManifestError(f"{self.path}: {where}: path {track.path!r} already listed at {earlier}")
+                raise ManifestError(f"{self.path}: {describe(location)}: path {track.path!r} already listed at {earlier}")
         self.ids.add(track.trackid)
         self.paths.add(key)
 
@@ -109,17 +108,39 @@ class _DuplicateGuard:
         kind = FORMATS[self.path.suffix.lower()]
         rows = _READERS[kind]
         with open(self.path, encoding="utf-8-sig", newline="") as f:
-            for where, row in rows(f, self.path):
-                if matches(parse_row(row, where)):
-                    return where
+            for location, row in rows(f, self.path):
+                if matches(_plain_track(row) or parse_row(row, describe(location))):
+                    return describe(location)
         return None
 
 
-def _path_key(path: str) -> int:
-    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "little")
+def describe(location: int | tuple[int, Path, int]) -> str:
+    """A reader's location as words: a line number, or a JSON array index and its line."""
+    if isinstance(location, tuple):
+        index, path, offset = location
+        return f"track {index} (line {line_at(path, offset)})"
+    return f"line {location}"
 
 
 # --- row validation -----------------------------------------------------------------
+
+def _plain_track(row: object) -> Track | None:
+    """The common row, {"trackid": int, "path": clean relative path}, without the full
+    validation; None sends anything else through :func:`parse_row`."""
+    if type(row) is not dict or len(row) != 2:
+        return None
+    trackid, path = row.get("trackid"), row.get("path")
+    if type(trackid) is not int or trackid <= 0 or type(path) is not str or not _is_clean(path):
+        return None
+    return Track(trackid, path)
+
+
+def _is_clean(path: str) -> bool:
+    """True when normalise_path would return ``path`` unchanged."""
+    framed = f"/{path}/"
+    return (bool(path) and path[0] not in "/\\" and path[1:2] != ":" and "//" not in framed
+            and "/./" not in framed and "/../" not in framed and not path.isspace())
+
 
 def parse_row(row: object, where: str) -> Track:
     """One manifest record -> Track; ``where`` prefixes every error."""
@@ -192,17 +213,17 @@ def _optional_duration(row: dict, where: str) -> float | None:
 
 # --- readers: each yields (where, row) -----------------------------------------------
 
-def _jsonl_rows(f, path: Path) -> Iterator[tuple[str, object]]:
+def _jsonl_rows(f, path: Path) -> Iterator[tuple[object, object]]:
     for number, line in enumerate(f, 1):
         if not line.strip():
             continue
         try:
-            yield f"line {number}", json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: line {number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
 
 
-def _csv_rows(f, path: Path) -> Iterator[tuple[str, object]]:
+def _csv_rows(f, path: Path) -> Iterator[tuple[object, object]]:
     reader = csv.DictReader(f, strict=True)
     if not reader.fieldnames or "trackid" not in reader.fieldnames or "path" not in reader.fieldnames:
         raise ManifestError(f"{path}: line 1: the CSV header must name at least the columns trackid and path")
@@ -210,12 +231,12 @@ def _csv_rows(f, path: Path) -> Iterator[tuple[str, object]]:
         for row in reader:
             if None in row:
                 raise ManifestError(f"{path}: line {reader.line_num}: more fields than the header has columns")
-            yield f"line {reader.line_num}", row
+            yield reader.line_num, row
     except csv.Error as exc:
         raise ManifestError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
 
 
-def _json_rows(f, path: Path) -> Iterator[tuple[str, object]]:
+def _json_rows(f, path: Path) -> Iterator[tuple[object, object]]:
     """Stream the elements of the top-level ``tracks`` array of a JSON document."""
     stream = _JsonStream(f, path)
     stream.expect("{")
@@ -238,36 +259,42 @@ def _json_rows(f, path: Path) -> Iterator[tuple[str, object]]:
         raise ManifestError(f'{path}: a JSON manifest must be an object with a "tracks" array')
 
 
+_SPACE = re.compile(r"[ \t\r\n]*")
+_SEPARATOR = re.compile(r"[ \t\r\n]*([,\]])")
+
+
 class _JsonStream:
-    """A minimal incremental JSON reader: values come from json's own decoder, one at a time."""
+    """A minimal incremental JSON reader: values come from json's own decoder, one at a
+    time. Positions are kept as character offsets; line numbers are worked out only for
+    an error message."""
 
     def __init__(self, f, path: Path):
         self.f, self.path = f, path
-        self.buffer, self.pos, self.line = "", 0, 1
-        self.decoder = json.JSONDecoder()
+        self.buffer, self.pos, self.dropped = "", 0, 0
+        self.decode = json.JSONDecoder().raw_decode
 
-    def fail(self, message: str):
-        raise ManifestError(f"{self.path}: line {self.line}: malformed JSON: {message}")
+    def fail(self, message: str, offset: int | None = None):
+        line = line_at(self.path, self.dropped + self.pos if offset is None else offset)
+        raise ManifestError(f"{self.path}: line {line}: malformed JSON: {message}")
 
     def _fill(self) -> bool:
         chunk = self.f.read(_CHUNK)
         if not chunk:
             return False
+        self.dropped += self.pos
         self.buffer = self.buffer[self.pos:] + chunk
         self.pos = 0
         return True
 
     def _skip_space(self) -> None:
         while True:
-            while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
-                self.line += self.buffer[self.pos] == "\n"
-                self.pos += 1
+            self.pos = _SPACE.match(self.buffer, self.pos).end()
             if self.pos < len(self.buffer) or not self._fill():
                 return
 
     def peek_is(self, char: str) -> bool:
         self._skip_space()
-        return self.pos < len(self.buffer) and self.buffer[self.pos] == char
+        return self.buffer.startswith(char, self.pos)
 
     def expect(self, char: str) -> None:
         if not self.peek_is(char):
@@ -284,30 +311,63 @@ class _JsonStream:
         self._skip_space()
         while True:
             try:
-                value, end = self.decoder.raw_decode(self.buffer, self.pos)
+                value, end = self.decode(self.buffer, self.pos)
             except json.JSONDecodeError as exc:
                 # A value cut by the end of the buffer: read more and try again
                 # (a single record is small; past _MAX_RECORD it is malformed).
                 if len(self.buffer) - self.pos < _MAX_RECORD and self._fill():
                     continue
-                self.line += self.buffer.count("\n", self.pos, exc.pos)
-                self.fail(exc.msg)
+                self.fail(exc.msg, self.dropped + exc.pos)
             if end == len(self.buffer) and self._fill():
                 continue  # a number may go on in the next chunk
-            self.line += self.buffer.count("\n", self.pos, end)
             self.pos = end
             return value
 
-    def array_items(self) -> Iterator[tuple[str, object]]:
+    def _separator(self) -> str:
+        """Consume the ',' or ']' after an array element."""
+        while True:
+            match = _SEPARATOR.match(self.buffer, self.pos)
+            if match:
+                self.pos = match.end()
+                return match.group(1)
+            if self.buffer[self.pos:].strip() or not self._fill():
+                self.fail(f"expected ',' or ']', found {self.buffer[self.pos:self.pos + 10]!r}")
+
+    def array_items(self) -> Iterator[tuple[tuple[int, Path, int], object]]:
+        """(index, path, offset) and value of each element; the fast path decodes in
+        place and leaves every buffer edge to the careful path."""
         self.expect("[")
+        if self.peek_is("]"):
+            self.pos += 1
+            return
+        decode, space, separator = self.decode, _SPACE.match, _SEPARATOR.match
         index = 0
-        while not self.peek_is("]"):
+        while True:
             index += 1
-            line = self.line
-            yield f"track {index} (line {line})", self.value()
-            if not self.peek_is("]"):
-                self.expect(",")
-        self.expect("]")
+            buffer = self.buffer
+            start = space(buffer, self.pos).end()
+            try:
+                value, end = decode(buffer, start)
+                match = separator(buffer, end)
+            except json.JSONDecodeError:
+                match = None
+            if match and match.end() < len(buffer):
+                self.pos, closer = match.end(), match.group(1)
+            else:
+                self.pos = start
+                start = self.dropped + self.pos
+                value = self.value()
+                closer = self._separator()
+                start -= self.dropped
+            yield (index, self.path, self.dropped + start), value
+            if closer == "]":
+                return
+
+
+def line_at(path: Path, offset: int) -> int:
+    """The line number of a character offset in a text file (for error messages)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return f.read(offset).count("\n") + 1
 
 
 _READERS = {"json": _json_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}
