@@ -23,7 +23,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
-from .base import UNCHECKED, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import UNCHECKED, Damage, Source, Verdict, is_zero, ok
 from .tags import trailing_tags_start
 
 FORMAT = "mp4"
@@ -39,12 +39,22 @@ LEGACY_FIRST_BOXES = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"p
 # Elsewhere samples may lie anywhere in the file (ISOBMFF 8.7.5: offsets are file offsets,
 # "not the offset into any box"), so only these are excluded besides box headers.
 METADATA_BOXES = frozenset({b"ftyp", b"moov", b"moof", b"mfra", b"styp", b"sidx", b"ssix", b"prft", b"pdin", b"meta"})
-# Containers inside 'moov' whose children must tile them exactly (ISOBMFF 8.1-8.7 box tables).
-CORE_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts", b"mvex"})
+# Containers inside 'moov' whose children must tile them exactly (ISOBMFF 8.1-8.7 box tables),
+# each with the containers it holds; 'udta' holds free-form metadata, see _validate_containers.
+CONTAINERS = {
+    b"moov": (b"trak", b"mvex", b"udta"),
+    b"trak": (b"mdia", b"edts", b"udta"),
+    b"mdia": (b"minf",),
+    b"minf": (b"stbl", b"dinf"),
+    b"stbl": (), b"dinf": (), b"edts": (), b"mvex": (), b"udta": (),
+    b"moof": (b"traf",), b"traf": (),
+}
 
-# Zero-sample probe: the last few samples of each track plus a few spread through it.
+# Zero-sample probe: the last few samples of each track plus a few spread through it, and
+# in fragmented files the last samples of each track run of a few fragments.
 PROBE_LAST = 3
 PROBE_SPREAD = 5
+PROBE_FRAGMENTS = 4
 PROBE_FIRST_READ = 4096
 PROBE_PIECE = 1024 * 1024
 PROBE_BUDGET = 32 * 1024 * 1024
@@ -100,36 +110,45 @@ class Box:
         return self.offset + self.size
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """Sample sizes: one size common to all samples, or a table of each sample's."""
+    common: int
+    table: array
+    count: int
+
+    def of(self, first: int, n: int) -> int:
+        """Total bytes of ``n`` samples from index ``first``."""
+        if self.common:
+            return self.common * n
+        return sum(self.table[first:first + n])
+
+
 @dataclass
 class Track:
     number: int
+    track_id: int | None
     handler: str
     codec: bytes
     zero_proof: bool
-    sample_size: int  # the common size, or 0 when ``sizes`` lists each sample's
-    sizes: array
-    count: int
-    stsc: list[tuple[int, int]]  # (first chunk, samples per chunk)
-    offsets: array
+    sizes: Sizes
+    run_first_chunks: array  # 'stsc': the first chunk (1-based) of each run ...
+    run_samples_per_chunk: array  # ... and how many samples each of its chunks holds
+    offsets: array  # 'stco'/'co64': each chunk's file offset
 
     @property
     def name(self) -> str:
         return f"track {self.number} ({self.handler or '?'}, {_fourcc(self.codec)})"
-
-    def size_of(self, first: int, n: int) -> int:
-        """Total bytes of ``n`` samples from index ``first``."""
-        if self.sample_size:
-            return self.sample_size * n
-        return sum(self.sizes[first:first + n])
 
 
 # --- sniffing -----------------------------------------------------------------------
 
 def sniff(head: bytes) -> bool:
     """A plausible first box: 'ftyp', or for QuickTime files older than 'ftyp' one of the
-    boxes QTFF lets a movie start with, followed by another plausible box header."""
+    boxes QTFF lets a movie start with, followed by another plausible box header. A file
+    cut inside its first box header still shows the start of 'ftyp'."""
     if len(head) < 8:
-        return False
+        return len(head) > 4 and b"ftyp".startswith(head[4:]) and 16 <= int.from_bytes(head[:4], "big") <= 4096
     size, btype = struct.unpack_from(">I4s", head)
     if btype == b"ftyp":
         return size >= 16 and (len(head) < 12 or _printable(head[8:12]))
@@ -172,14 +191,22 @@ def _check(src: Source) -> Verdict:
             return ok(FORMAT, "fragmented: every box complete (no sample index to place)")
         raise Damage("truncated", "no 'moov' box (the index a player needs): the download stopped before it was written")
     buf = _read_body(src, moov)
-    _validate_containers(buf, 0, len(buf), b"moov")
+    _validate_containers(buf, 0, len(buf), b"moov", "the movie index ('moov')")
     tracks = [track for track in _tracks(buf) if track is not None]
-    layouts = [_place_samples(src, boxes, track) for track in tracks]
-    _probe_for_zero_samples(src, tracks, layouts)
+    placer, probe = _Placer(src, boxes), _Probe(src)
+    for track in tracks:
+        probe.track(track, _place_track(placer, track))
+    if fragmented:
+        _check_fragments(src, buf, placer, tracks, probe)
     _judge_leftover(src, walked_to, have_index=True)
-    samples = sum(track.count for track in tracks)
-    detail = f"{len(tracks)} track(s), {samples:,} samples, all inside the file"
-    return ok(FORMAT, detail, _movie_duration(buf))
+    return ok(FORMAT, _describe(tracks, boxes), _movie_duration(buf, fragmented))
+
+
+def _describe(tracks: list[Track], boxes: list[Box]) -> str:
+    samples = sum(track.sizes.count for track in tracks)
+    fragments = sum(box.type == b"moof" for box in boxes)
+    in_fragments = f" and {fragments:,} fragment(s)" if fragments else ""
+    return f"{len(tracks)} track(s), {samples:,} indexed samples{in_fragments}, all inside the file"
 
 
 # --- top level ------------------------------------------------------------------------
@@ -205,21 +232,24 @@ def _top_level_box(src: Source, offset: int) -> Box | None:
     raw = src.read(offset, 16)
     if len(raw) < 8:
         return None
-    if is_zero(raw[:8]):
-        raise _zero_header(src, offset)
     size, btype = struct.unpack_from(">I4s", raw)
-    if not _printable(btype) or _tags_start_at(src, offset):
+    if not _printable(btype):
+        if is_zero(btype) and not _tags_start_at(src, offset):
+            raise _zero_header(src, offset)
         return None
     header = 8
     if size == 1:
         if len(raw) < 16:
-            return None
+            raise Damage("truncated", f"the file ends inside the 16-byte header of the '{_fourcc(btype)}' box "
+                                      f"at byte {offset:,}")
         size, header = struct.unpack_from(">Q", raw, 8)[0], 16
     elif size == 0:  # "box extends to the end of the file"
         size = src.size - offset
     if size < header:
         raise Damage("bad_structure", f"the '{_fourcc(btype)}' box at byte {offset:,} declares an impossible size of {size}")
     if offset + size > src.size:
+        if _tags_start_at(src, offset):
+            return None
         have = src.size - offset
         raise Damage("truncated", f"the '{_fourcc(btype)}' box at byte {offset:,} declares {size:,} bytes "
                                   f"but the file ends after {have:,} of them ({_percent(have, size)})")
@@ -227,11 +257,11 @@ def _top_level_box(src: Source, offset: int) -> Box | None:
 
 
 def _zero_header(src: Source, offset: int) -> Damage:
-    """Zero bytes where a box header must be: a box never has size 0 and type 0000."""
-    to_end = zero_run_at_end(src.tail) >= min(src.size - offset, len(src.tail))
-    where = "to the end of the file" if to_end else "onwards"
-    return Damage("zero_filled", f"zero bytes from byte {offset:,} ({_percent(offset, src.size)} into the file) "
-                                 f"{where}, where a box header should be")
+    """Zero bytes where a top-level box type must be: types are four printable characters
+    (ISOBMFF 4.2, QTFF "Atoms"), so the file was zero-filled from about here."""
+    ending = ", and the file ends in zeros" if is_zero(src.tail) else ""
+    return Damage("zero_filled", f"zero bytes where a box header should be at byte {offset:,} "
+                                 f"({_percent(offset, src.size)} into the file){ending}")
 
 
 def _tags_start_at(src: Source, offset: int) -> bool:
@@ -256,7 +286,8 @@ def _judge_leftover(src: Source, walked_to: int, have_index: bool) -> None:
 
 def _read_body(src: Source, box: Box) -> bytes:
     if box.size > MOOV_LIMIT:
-        raise _Unchecked(f"the 'moov' box is {box.size:,} bytes, over the {MOOV_LIMIT:,} the quick check reads")
+        raise _Unchecked(f"the '{_fourcc(box.type)}' box is {box.size:,} bytes, "
+                         f"over the {MOOV_LIMIT:,} the quick check reads")
     parts, pos = [], box.body
     while pos < box.end:
         part = src.read(pos, box.end - pos)
@@ -286,26 +317,27 @@ def _children(buf: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
         elif size == 0:
             size = end - pos
         if size < header or pos + size > end:
-            raise _Malformed(pos, f"the '{_fourcc(btype)}' box at moov+{pos} does not fit inside its parent")
+            raise _Malformed(pos, f"the '{_fourcc(btype)}' box at +{pos:,} does not fit inside its parent")
         found.append((btype, pos + header, pos + size))
         pos += size
     return found
 
 
-def _validate_containers(buf: bytes, start: int, end: int, btype: bytes) -> None:
+def _validate_containers(buf: bytes, start: int, end: int, btype: bytes, what: str) -> None:
     """Every container box's children must tile it (ISOBMFF 4.2); 'udta' holds free-form
-    metadata and is only checked for zeros in place of its boxes."""
+    metadata and is only checked for zeros in place of its boxes. ``buf`` is the body of
+    the top-level box ``what`` names."""
     try:
         children = _children(buf, start, end)
     except _Malformed as problem:
         if is_zero(buf[problem.offset:problem.offset + 8]):
-            raise Damage("zero_filled", f"the movie index ('moov') is zero from byte moov+{problem.offset:,}") from None
+            raise Damage("zero_filled", f"{what} is zero from byte +{problem.offset:,} of its body") from None
         if btype == b"udta":
             return
-        raise Damage("bad_structure", f"the movie index is damaged: {problem}") from None
+        raise Damage("bad_structure", f"{what} is damaged: {problem}") from None
     for child, body, child_end in children:
-        if child in CORE_CONTAINERS or child == b"udta":
-            _validate_containers(buf, body, child_end, child)
+        if child in CONTAINERS[btype]:
+            _validate_containers(buf, body, child_end, child, what)
 
 
 def _child(buf: bytes, start: int, end: int, btype: bytes) -> tuple[int, int] | None:
@@ -323,24 +355,35 @@ def _path(buf: bytes, span: tuple[int, int] | None, *types: bytes) -> tuple[int,
     return span
 
 
-def _movie_duration(buf: bytes) -> float | None:
-    """Seconds from 'mvhd' (ISOBMFF 8.2.2): timescale and duration, 32- or 64-bit by version."""
-    span = _child(buf, 0, len(buf), b"mvhd")
-    if span is None:
+def _movie_duration(buf: bytes, fragmented: bool) -> float | None:
+    """Seconds from 'mvhd' (ISOBMFF 8.2.2: timescale and duration, 32- or 64-bit by version).
+    In a fragmented file 'mvhd' covers only the samples in 'moov'; the whole length is in
+    'mvex'/'mehd' (8.8.2), if the writer gave it."""
+    mvhd = _child(buf, 0, len(buf), b"mvhd")
+    if mvhd is None:
         return None
-    body = buf[span[0]:span[1]]
+    body = buf[mvhd[0]:mvhd[1]]
     try:
-        if body[0] == 1:
-            timescale, duration = struct.unpack_from(">IQ", body, 20)
-            unknown = 0xFFFFFFFFFFFFFFFF
+        timescale = struct.unpack_from(">I", body, 20 if body[0] == 1 else 12)[0]
+        if fragmented:
+            mehd = _path(buf, (0, len(buf)), b"mvex", b"mehd")
+            duration = _version_sized(buf[mehd[0]:mehd[1]], 4) if mehd else None
         else:
-            timescale, duration = struct.unpack_from(">II", body, 12)
-            unknown = 0xFFFFFFFF
+            duration = _version_sized(body, 24 if body[0] == 1 else 16)
     except (IndexError, struct.error):
         return None
-    if not timescale or not duration or duration == unknown:
+    if not timescale or not duration:
         return None
     return duration / timescale
+
+
+def _version_sized(body: bytes, at: int) -> int | None:
+    """A full box's 64-bit (version 1) or 32-bit field at ``at``; None for all ones ("unknown")."""
+    if body[0] == 1:
+        value, unknown = struct.unpack_from(">Q", body, at)[0], 0xFFFFFFFFFFFFFFFF
+    else:
+        value, unknown = struct.unpack_from(">I", body, at)[0], 0xFFFFFFFF
+    return None if value == unknown else value
 
 
 def _tracks(buf: bytes) -> list[Track | None]:
@@ -362,21 +405,32 @@ def _track(buf: bytes, number: int, trak: tuple[int, int]) -> Track | None:
     if sizes is None or offsets is None or b"stsc" not in tables:
         return None
     try:
-        sample_size, sample_sizes, count = _sample_sizes(buf, sizes, b"stsz" in tables)
+        sample_sizes = _sample_sizes(buf, sizes, b"stsz" in tables)
         chunk_offsets = _chunk_offsets(buf, offsets, b"stco" in tables)
-        stsc = _samples_per_chunk(buf, tables[b"stsc"])
+        run_first_chunks, run_samples_per_chunk = _samples_per_chunk(buf, tables[b"stsc"])
     except ValueError as problem:
         raise Damage("bad_structure", f"track {number}'s sample table is damaged: {problem}") from None
     codec, zero_proof = _codec(buf, tables.get(b"stsd"))
-    return Track(number, _handler(buf, _path(buf, mdia, b"hdlr")), codec, zero_proof,
-                 sample_size, sample_sizes, count, stsc, chunk_offsets)
+    return Track(number, _track_id(buf, _path(buf, trak, b"tkhd")), _handler(buf, _path(buf, mdia, b"hdlr")),
+                 codec, zero_proof, sample_sizes, run_first_chunks, run_samples_per_chunk, chunk_offsets)
+
+
+def _track_id(buf: bytes, tkhd: tuple[int, int] | None) -> int | None:
+    """track_ID from 'tkhd' (ISOBMFF 8.3.2), after 32- or 64-bit creation/modification times."""
+    if tkhd is None or tkhd[1] - tkhd[0] < 4:
+        return None
+    at = tkhd[0] + (20 if buf[tkhd[0]] == 1 else 12)
+    return struct.unpack_from(">I", buf, at)[0] if at + 4 <= tkhd[1] else None
 
 
 def _self_contained(buf: bytes, dref: tuple[int, int] | None) -> bool:
     """Whether every data reference is "this file" (ISOBMFF 8.7.2: flag 1 on 'url '/'urn ')."""
     if dref is None:
         return True
-    entries = _children(buf, dref[0] + 8, dref[1])
+    try:
+        entries = _children(buf, dref[0] + 8, dref[1])
+    except _Malformed:
+        return True  # unreadable references: assume the usual, this file
     return all(end - body >= 4 and buf[body + 3] & 1 for _btype, body, end in entries)
 
 
@@ -406,17 +460,17 @@ def _big_endian_array(typecode: str, data) -> array:
     return values
 
 
-def _sample_sizes(buf: bytes, span: tuple[int, int], is_stsz: bool) -> tuple[int, array, int]:
-    """(common size or 0, per-sample sizes, sample count) from 'stsz' or 'stz2' (ISOBMFF 8.7.3)."""
+def _sample_sizes(buf: bytes, span: tuple[int, int], is_stsz: bool) -> Sizes:
+    """Sample sizes from 'stsz' or 'stz2' (ISOBMFF 8.7.3)."""
     body, end = span
     if end - body < 12:
         raise ValueError("sample size box cut short")
     if is_stsz:
         common = struct.unpack_from(">I", buf, body + 4)[0]
         if common:
-            return common, array("I"), struct.unpack_from(">I", buf, body + 8)[0]
+            return Sizes(common, array("I"), struct.unpack_from(">I", buf, body + 8)[0])
         count, data = _table(buf, span, 4, header=12)
-        return 0, _big_endian_array("I", data), count
+        return Sizes(0, _big_endian_array("I", data), count)
     field_size = buf[body + 7]
     count = struct.unpack_from(">I", buf, body + 8)[0]
     if field_size not in (4, 8, 16):
@@ -426,11 +480,11 @@ def _sample_sizes(buf: bytes, span: tuple[int, int], is_stsz: bool) -> tuple[int
         raise ValueError(f"{count:,} compact sample sizes declared, the box is shorter")
     data = bytes(buf[body + 12:body + 12 + needed])
     if field_size == 16:
-        return 0, _big_endian_array("H", data), count
+        return Sizes(0, _big_endian_array("H", data), count)
     if field_size == 8:
-        return 0, array("B", data), count
+        return Sizes(0, array("B", data), count)
     nibbles = array("B", (n for byte in data for n in (byte >> 4, byte & 15)))
-    return 0, nibbles[:count], count
+    return Sizes(0, nibbles[:count], count)
 
 
 def _chunk_offsets(buf: bytes, span: tuple[int, int], is_stco: bool) -> array:
@@ -440,23 +494,28 @@ def _chunk_offsets(buf: bytes, span: tuple[int, int], is_stco: bool) -> array:
     return _big_endian_array("I" if is_stco else "Q", data)
 
 
-def _samples_per_chunk(buf: bytes, span: tuple[int, int]) -> list[tuple[int, int]]:
-    """'stsc' runs (ISOBMFF 8.7.4): first_chunk starts at 1 and increases strictly."""
-    count, data = _table(buf, span, 12)
-    runs = [struct.unpack_from(">II", data, 12 * i) for i in range(count)]
+def _samples_per_chunk(buf: bytes, span: tuple[int, int]) -> tuple[array, array]:
+    """'stsc' runs (ISOBMFF 8.7.4) as (first chunks, samples per chunk); the first chunks
+    start at 1 and increase strictly."""
+    _count, data = _table(buf, span, 12)
+    fields = _big_endian_array("I", data)
+    first_chunks, per_chunk = fields[0::3], fields[1::3]
     previous = 0
-    for first, _per_chunk in runs:
+    for first in first_chunks:
         if first <= previous:
             raise ValueError(f"sample-to-chunk run starting at chunk {first} after chunk {previous}")
         previous = first
-    return runs
+    return first_chunks, per_chunk
 
 
 def _codec(buf: bytes, stsd: tuple[int, int] | None) -> tuple[bytes, bool]:
     """The first sample entry's format and whether its samples can never be all zero."""
     if stsd is None:
         return b"????", False
-    entries = _children(buf, stsd[0] + 8, stsd[1])
+    try:
+        entries = _children(buf, stsd[0] + 8, stsd[1])
+    except _Malformed:
+        return b"????", False
     if not entries:
         return b"????", False
     codec, body, end = entries[0]
@@ -492,7 +551,7 @@ def _mp4a_is_zero_proof(buf: bytes, body: int, end: int) -> bool:
 def _esds_is_zero_proof(descriptors: bytes) -> bool:
     """Read the ES_Descriptor (ISO/IEC 14496-1 7.2.6.5) down to the decoder config."""
     try:
-        tag, pos = _descriptor(descriptors, 0)
+        tag, pos, _length = _descriptor(descriptors, 0)
         if tag != 0x03:
             return False
         flags = descriptors[pos + 2]
@@ -503,7 +562,7 @@ def _esds_is_zero_proof(descriptors: bytes) -> bool:
             pos += 1 + descriptors[pos]
         if flags & 0x20:  # OCRstreamFlag
             pos += 2
-        tag, pos = _descriptor(descriptors, pos)
+        tag, pos, _length = _descriptor(descriptors, pos)
         if tag != 0x04:
             return False
         object_type = descriptors[pos]
@@ -511,22 +570,24 @@ def _esds_is_zero_proof(descriptors: bytes) -> bool:
             return True
         if object_type != MPEG4_AUDIO_OTI:
             return False
-        tag, pos = _descriptor(descriptors, pos + 13)
-        return tag == 0x05 and _audio_object_type_is_aac(descriptors[pos:pos + 8])
+        tag, pos, length = _descriptor(descriptors, pos + 13)
+        return tag == 0x05 and _audio_object_type_is_aac(descriptors[pos:pos + length])
     except IndexError:
         return False
 
 
-def _descriptor(data: bytes, pos: int) -> tuple[int, int]:
-    """(tag, payload start) of an MPEG-4 descriptor with its 7-bits-per-byte length."""
+def _descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, payload start, payload length) of an MPEG-4 descriptor (ISO/IEC 14496-1 8.3.3:
+    the length takes 1-4 bytes of 7 bits, the top bit meaning "another byte follows")."""
     tag = data[pos]
     pos += 1
+    length = 0
     for _ in range(4):
-        more = data[pos] & 0x80
+        length = (length << 7) | (data[pos] & 0x7F)
         pos += 1
-        if not more:
+        if not data[pos - 1] & 0x80:
             break
-    return tag, pos
+    return tag, pos, length
 
 
 def _audio_object_type_is_aac(config: bytes) -> bool:
@@ -561,101 +622,257 @@ class _Bits:
 
 # --- placing the samples ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Run:
+    """Samples stored back to back: a chunk ('stco'), or a track run of a fragment ('trun')."""
+    offset: int
+    first: int  # index of its first sample in ``sizes``
+    count: int
+    sizes: Sizes
+
+    @property
+    def nbytes(self) -> int:
+        return self.sizes.of(self.first, self.count)
+
+    def sample(self, index: int) -> tuple[int, int]:
+        """File offset and size of the run's ``index``-th sample."""
+        return self.offset + self.sizes.of(self.first, index), self.sizes.of(self.first + index, 1)
+
+    def samples_past(self, file_size: int) -> int:
+        """How many of the run's samples end beyond ``file_size``."""
+        if self.sizes.common:
+            return self.count - min(self.count, max(0, file_size - self.offset) // self.sizes.common)
+        end = self.offset
+        for index in range(self.count):
+            end += self.sizes.of(self.first + index, 1)
+            if end > file_size:
+                return self.count - index
+        return 0
+
+
 @dataclass
 class Layout:
-    """Where a track's chunks are: parallel lists of first sample index and file offset."""
-    first_samples: list[int]
-    offsets: list[int]
+    """Where a track's chunks are: the index of each chunk's first sample and its file offset."""
+    first_samples: array
+    offsets: array
+
+
+class _Placer:
+    """Checks that runs of samples lie in the file and inside a box that may hold media."""
+
+    def __init__(self, src: Source, boxes: list[Box]):
+        self.size = src.size
+        self.boxes = boxes
+        self.starts = [box.offset for box in boxes]
+
+    def misplaced(self, run: Run) -> bool:
+        """Whether the run (which ends inside the file) lies outside every media box."""
+        index = bisect.bisect_right(self.starts, run.offset) - 1
+        if index < 0:
+            return True
+        box = self.boxes[index]
+        inside = box.body <= run.offset and run.offset + run.nbytes <= box.end
+        return not inside or box.type in METADATA_BOXES
+
+    def judge(self, name: str, total: int, missing: int, misplaced: int | None) -> None:
+        if missing:
+            raise Damage("truncated", f"{name}: {missing:,} of its {total:,} samples lie beyond the end "
+                                      f"of the file ({_percent(total - missing, total)} present)")
+        if misplaced is not None:
+            raise Damage("bad_structure", f"{name}: samples at byte {misplaced:,} lie outside every media data box")
 
 
 def _chunks(track: Track):
-    """(file offset, first sample, sample count) of each chunk, from 'stsc' runs over 'stco'."""
+    """Each chunk as a :class:`Run`, from the 'stsc' runs over the 'stco' offsets (ISOBMFF 8.7.4)."""
     total_chunks = len(track.offsets)
+    runs = len(track.run_first_chunks)
     sample = 0
-    for index, (first, per_chunk) in enumerate(track.stsc):
-        last = track.stsc[index + 1][0] - 1 if index + 1 < len(track.stsc) else total_chunks
+    for index, first in enumerate(track.run_first_chunks):
+        per_chunk = track.run_samples_per_chunk[index]
+        last = track.run_first_chunks[index + 1] - 1 if index + 1 < runs else total_chunks
         for chunk in range(first, min(last, total_chunks) + 1):
-            if sample >= track.count:
+            if sample >= track.sizes.count:
                 return
-            n = min(per_chunk, track.count - sample)
-            yield track.offsets[chunk - 1], sample, n
+            n = min(per_chunk, track.sizes.count - sample)
+            yield Run(track.offsets[chunk - 1], sample, n, track.sizes)
             sample += n
 
 
-def _place_samples(src: Source, boxes: list[Box], track: Track) -> Layout:
-    """Check that every sample is in the file and inside a box that may hold media."""
-    starts = [box.offset for box in boxes]
-    layout = Layout([], [])
-    missing = 0
-    misplaced = None
-    for offset, first, n in _chunks(track):
-        layout.first_samples.append(first)
-        layout.offsets.append(offset)
-        size = track.size_of(first, n)
-        if size == 0:
+def _place_track(placer: _Placer, track: Track) -> Layout:
+    layout = Layout(array("Q"), array("Q"))
+    missing, misplaced = 0, None
+    for run in _chunks(track):
+        layout.first_samples.append(run.first)
+        layout.offsets.append(run.offset)
+        if run.nbytes == 0:
             continue
-        if offset + size > src.size:
-            missing += _samples_past(src.size, track, offset, first, n)
-        elif misplaced is None and not _inside_media_box(boxes, starts, offset, offset + size):
-            misplaced = offset
-    if missing:
-        raise Damage("truncated", f"{track.name}: {missing:,} of its {track.count:,} samples lie beyond the end "
-                                  f"of the file ({_percent(track.count - missing, track.count)} present)")
-    if misplaced is not None:
-        raise Damage("bad_structure", f"{track.name}: samples at byte {misplaced:,} lie outside every media data box")
+        if run.offset + run.nbytes > placer.size:
+            missing += run.samples_past(placer.size)
+        elif misplaced is None and placer.misplaced(run):
+            misplaced = run.offset
+    placer.judge(track.name, track.sizes.count, missing, misplaced)
     return layout
 
 
-def _samples_past(file_size: int, track: Track, offset: int, first: int, n: int) -> int:
-    """How many of the chunk's samples end beyond ``file_size``."""
-    end = offset
-    for index in range(first, first + n):
-        end += track.size_of(index, 1)
-        if end > file_size:
-            return first + n - index
-    return 0
+# --- movie fragments (ISOBMFF 8.8) --------------------------------------------------------
+
+@dataclass(frozen=True)
+class FragmentRun:
+    track_id: int
+    run: Run
 
 
-def _inside_media_box(boxes: list[Box], starts: list[int], begin: int, end: int) -> bool:
-    index = bisect.bisect_right(starts, begin) - 1
-    if index < 0:
-        return False
-    box = boxes[index]
-    return box.body <= begin and end <= box.end and box.type not in METADATA_BOXES
+def _check_fragments(src: Source, buf: bytes, placer: _Placer, tracks: list[Track], probe: "_Probe") -> None:
+    """Place and probe the samples of a few movie fragments: the last and some spread out.
+
+    A cut inside a fragment already shows as a box running past the end of the file; this
+    finds index damage and zero-filled fragment data.
+    """
+    moofs = [box for box in placer.boxes if box.type == b"moof"]
+    by_id = {track.track_id: track for track in tracks}
+    defaults = _trex_default_sizes(buf)
+    for index in _spread(len(moofs), PROBE_FRAGMENTS):
+        moof = moofs[index]
+        body = _read_body(src, moof)
+        _validate_containers(body, 0, len(body), b"moof", "a movie fragment header ('moof')")
+        for fragment_run in _fragment_runs(body, moof.offset, defaults):
+            track = by_id.get(fragment_run.track_id)
+            name = track.name if track else f"track ID {fragment_run.track_id}"
+            run = fragment_run.run
+            missing = run.samples_past(placer.size) if run.offset + run.nbytes > placer.size else 0
+            misplaced = run.offset if not missing and run.nbytes and placer.misplaced(run) else None
+            placer.judge(f"{name}, fragment at byte {moof.offset:,}", run.count, missing, misplaced)
+            if track is not None and track.zero_proof:
+                for sample in range(max(0, run.count - PROBE_LAST), run.count):
+                    label = f"sample {sample + 1:,} of {run.count:,} in the fragment at byte {moof.offset:,}"
+                    probe.sample(track, label, *run.sample(sample))
+
+
+def _trex_default_sizes(buf: bytes) -> dict[int, int]:
+    """default_sample_size per track_ID from 'mvex'/'trex' (ISOBMFF 8.8.3)."""
+    mvex = _child(buf, 0, len(buf), b"mvex")
+    if mvex is None:
+        return {}
+    defaults = {}
+    for btype, body, end in _children(buf, *mvex):
+        if btype == b"trex" and end - body >= 20:
+            track_id, size = struct.unpack_from(">I8xI", buf, body + 4)
+            defaults[track_id] = size
+    return defaults
+
+
+def _fragment_runs(body: bytes, moof_offset: int, defaults: dict[int, int]) -> list[FragmentRun]:
+    """The track runs of one 'moof', with their absolute data offsets (ISOBMFF 8.8.7, 8.8.8)."""
+    runs: list[FragmentRun] = []
+    previous_data_end = None
+    try:
+        for btype, start, end in _children(body, 0, len(body)):
+            if btype != b"traf":
+                continue
+            track_id, base, default_size = _fragment_header(body, start, end, moof_offset, previous_data_end, defaults)
+            data_end = base
+            for child, child_start, child_end in _children(body, start, end):
+                if child == b"trun":
+                    run = _track_run(body, child_start, child_end, base, data_end, default_size)
+                    runs.append(FragmentRun(track_id, run))
+                    data_end = run.offset + run.nbytes
+            previous_data_end = data_end
+    except (struct.error, IndexError, ValueError) as problem:
+        raise Damage("bad_structure", f"the movie fragment at byte {moof_offset:,} is damaged: {problem}") from None
+    return runs
+
+
+def _fragment_header(body: bytes, start: int, end: int, moof_offset: int,
+                     previous_data_end: int | None, defaults: dict[int, int]) -> tuple[int, int, int]:
+    """(track_ID, base data offset, default sample size) from 'tfhd' (ISOBMFF 8.8.7).
+
+    Without an explicit base-data-offset, the base is the 'moof' itself for the first track
+    fragment (or always, with default-base-is-moof) and the end of the previous track
+    fragment's data otherwise.
+    """
+    tfhd = _child(body, start, end, b"tfhd")
+    if tfhd is None:
+        raise ValueError("a track fragment without 'tfhd'")
+    flags = int.from_bytes(body[tfhd[0] + 1:tfhd[0] + 4], "big")
+    track_id = struct.unpack_from(">I", body, tfhd[0] + 4)[0]
+    pos = tfhd[0] + 8
+    base = None
+    if flags & 0x01:
+        base = struct.unpack_from(">Q", body, pos)[0]
+        pos += 8
+    pos += 4 * bool(flags & 0x02) + 4 * bool(flags & 0x08)
+    default_size = defaults.get(track_id, 0)
+    if flags & 0x10:
+        default_size = struct.unpack_from(">I", body, pos)[0]
+    if pos + 4 * bool(flags & 0x10) > tfhd[1]:
+        raise ValueError("'tfhd' shorter than its flags say")
+    if base is None:
+        base = moof_offset if flags & 0x020000 or previous_data_end is None else previous_data_end
+    return track_id, base, default_size
+
+
+def _track_run(body: bytes, start: int, end: int, base: int, data_end: int, default_size: int) -> Run:
+    """A 'trun' (ISOBMFF 8.8.8): its samples start at base + data_offset, or where the
+    previous run's data ended; each sample record holds the fields its flags select."""
+    flags = int.from_bytes(body[start + 1:start + 4], "big")
+    count = struct.unpack_from(">I", body, start + 4)[0]
+    pos = start + 8
+    offset = data_end
+    if flags & 0x01:
+        offset = base + struct.unpack_from(">i", body, pos)[0]
+        pos += 4
+    pos += 4 * bool(flags & 0x04)
+    fields = [flag for flag in (0x100, 0x200, 0x400, 0x800) if flags & flag]
+    if not fields:
+        return Run(offset, 0, count, Sizes(default_size, array("I"), count))
+    record = 4 * len(fields)
+    if pos + count * record > end:
+        raise ValueError(f"'trun' declares {count:,} samples, its box is shorter")
+    if 0x200 not in fields:
+        return Run(offset, 0, count, Sizes(default_size, array("I"), count))
+    values = _big_endian_array("I", body[pos:pos + count * record])
+    return Run(offset, 0, count, Sizes(0, values[fields.index(0x200)::len(fields)], count))
 
 
 # --- zero-filled samples ----------------------------------------------------------------
 
-def _probe_for_zero_samples(src: Source, tracks: list[Track], layouts: list[Layout]) -> None:
-    """Read a few samples of each track whose codec cannot produce an all-zero sample."""
-    budget = PROBE_BUDGET
-    for track, layout in zip(tracks, layouts):
-        if not track.zero_proof or not track.count:
-            continue
-        for index in _probe_indices(track.count):
-            offset, size = _sample_extent(track, layout, index)
-            if size == 0:
+class _Probe:
+    """Reads samples whose codec cannot make them all zero, within a byte budget."""
+
+    def __init__(self, src: Source):
+        self.src = src
+        self.budget = PROBE_BUDGET
+
+    def track(self, track: Track, layout: Layout) -> None:
+        """The last few samples of the track and a few spread through it."""
+        if not track.zero_proof:
+            return
+        count = track.sizes.count
+        for index in sorted(set(range(max(0, count - PROBE_LAST), count)) | set(_spread(count, PROBE_SPREAD)),
+                            reverse=True):
+            chunk = bisect.bisect_right(layout.first_samples, index) - 1
+            if chunk < 0:
                 continue
-            zero, spent = _all_zero(src, offset, size, budget)
-            budget -= spent
-            if zero:
-                raise Damage("zero_filled", f"{track.name}: sample {index + 1:,} of {track.count:,} "
-                                            f"(byte {offset:,}, {_percent(offset, src.size)} into the file) "
-                                            "is all zero bytes, which its codec never produces")
-            if budget <= 0:
-                return
+            first = layout.first_samples[chunk]
+            run = Run(layout.offsets[chunk], first, index - first + 1, track.sizes)
+            self.sample(track, f"sample {index + 1:,} of {count:,}", *run.sample(index - first))
+
+    def sample(self, track: Track, label: str, offset: int, size: int) -> None:
+        if size == 0 or self.budget <= 0 or offset + size > self.src.size:
+            return
+        zero, spent = _all_zero(self.src, offset, size, self.budget)
+        self.budget -= spent
+        if zero:
+            raise Damage("zero_filled", f"{track.name}: {label} (byte {offset:,}, "
+                                        f"{_percent(offset, self.src.size)} into the file) is all zero bytes, "
+                                        "which its codec never produces")
 
 
-def _probe_indices(count: int) -> list[int]:
-    last = range(max(0, count - PROBE_LAST), count)
-    spread = (count * k // (PROBE_SPREAD + 1) for k in range(1, PROBE_SPREAD + 1))
-    return sorted(set(last) | set(spread), reverse=True)
-
-
-def _sample_extent(track: Track, layout: Layout, index: int) -> tuple[int, int]:
-    chunk = bisect.bisect_right(layout.first_samples, index) - 1
-    first = layout.first_samples[chunk]
-    return layout.offsets[chunk] + track.size_of(first, index - first), track.size_of(index, 1)
+def _spread(count: int, n: int) -> list[int]:
+    """Up to ``n`` indices spread evenly over ``range(count)``, always including the last."""
+    if count <= 0:
+        return []
+    return sorted({count - 1} | {count * k // n for k in range(n)})
 
 
 def _all_zero(src: Source, offset: int, size: int, budget: int) -> tuple[bool, int]:
