@@ -348,7 +348,12 @@ class CachedCheck:
 
 
 class FileCache:
-    """Reads one row at a time; writes are batched into one transaction per FLUSH_EVERY."""
+    """The cache of file verdicts for one scan.
+
+    The whole table is read in one query on first use (a scan asks for nearly every
+    row, and one query is many times faster than a query a file); writes are batched
+    into one transaction per FLUSH_EVERY.
+    """
 
     FLUSH_EVERY = 500
 
@@ -356,14 +361,17 @@ class FileCache:
         self.db = state.db
         self.state = state
         self._writes: list[tuple] = []
+        self._rows: dict[str, tuple] | None = None
 
     def get(self, path: str) -> CachedCheck | None:
-        row = self.db.execute(
-            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
-            "FROM files WHERE path=?", (path,)).fetchone()
+        if self._rows is None:
+            self._rows = {row[0]: row[1:] for row in self.db.execute(
+                "SELECT path, size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
+                "FROM files")}
+        row = self._rows.get(path)
         if row is None:
             return None
-        return CachedCheck(tuple(row[:4]), *row[4:])
+        return CachedCheck(row[:4], *row[4:])
 
     def put(self, path: str, check: CachedCheck) -> None:
         self._writes.append((path, *check.identity, check.status, check.reason, check.detail, check.duration,

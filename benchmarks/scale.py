@@ -1,0 +1,212 @@
+"""How poold's audit scales with the size of the library (issue: 100,000 tracks in seconds).
+
+    python benchmarks/scale.py --tracks 10000 --tracks 100000 --manifest-rows 1000000
+
+For each N it builds an N-track library (hard links to a few dozen real files encoded
+by FFmpeg, in nested folders) and its JSON manifest, then measures, each in its own
+process so that peak RSS is per run:
+
+1. the floor: os.scandir walk + stat of the same tree, plus json.load of the manifest;
+2. a cold `poold audit` (empty state), with one worker and with the default (one per core);
+3. a warm audit with nothing changed;
+4. a warm audit after 1% of the files changed (replaced by fresh copies);
+and with --manifest-rows, a warm audit of the largest library against a manifest of
+that many rows (the extra rows point at files that do not exist).
+
+Targets: warm/no-change <= 2x the floor at 100k; warm after 1% <= no-change + the time
+to check those files; cold default >= 1.6x the one-worker rate; peak RSS < 200 MB at
+100k, sub-linear to 1M rows. Run it on a quiet machine; it prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import media  # noqa: E402  (tests/media.py: real encoded files)
+
+SEED_KINDS = ["mp3", "mp3_vbr", "mp3_id3v1", "m4a", "m4a_faststart", "flac", "ogg", "opus", "wav", "mp4"]
+SEEDS_PER_KIND = 3
+
+FLOOR_SCRIPT = """
+import json, os, sys
+def walk(path):
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path)
+            else:
+                entry.stat()
+walk(sys.argv[1])
+with open(sys.argv[2]) as f:
+    json.load(f)
+"""
+
+
+def make_seeds(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = []
+    for kind in SEED_KINDS:
+        for variant in range(SEEDS_PER_KIND):
+            path = folder / f"{kind}-{variant}{media.extension(kind)}"
+            if not path.exists():
+                media.make(path, kind, seconds=4 + 3 * variant, seed=variant)
+            seeds.append(path)
+    return seeds
+
+
+def relative_path(number: int, seed: Path) -> str:
+    return f"genre{number % 20:02d}/artist{number % 997:03d}/track {number:07d}{seed.suffix}"
+
+
+CHANGE_EVERY = 100  # 1% of the files change between the warm runs
+
+
+def build_library(work: Path, tracks: int, seeds: list[Path]) -> Path:
+    """Hard links, except the files that will change: copies, since replacing a hard
+    link changes the ctime of every other name of that inode (and poold notices)."""
+    root = work / "library"
+    if root.exists():
+        shutil.rmtree(root)
+    for number in range(1, tracks + 1):
+        seed = seeds[number % len(seeds)]
+        target = root / relative_path(number, seed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if number % CHANGE_EVERY == 0:
+            shutil.copyfile(seed, target)
+        else:
+            os.link(seed, target)
+    return root
+
+
+def write_manifest(path: Path, rows: int, tracks: int, seeds: list[Path]) -> None:
+    with open(path, "w") as f:
+        f.write('{"tracks": [\n')
+        for number in range(1, rows + 1):
+            seed = seeds[number % len(seeds)]
+            separator = ",\n" if number < rows else "\n"
+            row_path = relative_path(number, seed) if number <= tracks else f"gone/track {number:07d}.mp3"
+            f.write(json.dumps({"trackid": number, "path": row_path}) + separator)
+        f.write("]}\n")
+
+
+def write_config(work: Path, manifest: Path, workers: int) -> Path:
+    config = work / f"config-{manifest.stem}-{workers}.toml"
+    config.write_text(f'[library]\nroot = "library"\nmanifest = "{manifest.name}"\n\n'
+                      f'[state]\ndir = "state"\n\n[scan]\nworkers = {workers}\n\n'
+                      f'[guard]\nmax_missing_fraction = 1.0\n')
+    return config
+
+
+def measure(argv: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MB, and stdout of one child process."""
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = child.stdout.read()
+    _, _, usage = os.wait4(child.pid, 0)
+    child.returncode = 0
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, out
+
+
+def audit(config: Path) -> tuple[float, float, dict]:
+    seconds, rss, out = measure([sys.executable, "-m", "poold", "audit", "--json", "--config", str(config)])
+    return seconds, rss, json.loads(out)
+
+
+def reset_state(work: Path) -> None:
+    shutil.rmtree(work / "state", ignore_errors=True)
+
+
+def change_files(root: Path, tracks: int, seeds: list[Path]) -> int:
+    """Replace 1% of the files with fresh copies (new inode, mtime, ctime)."""
+    changed = 0
+    for number in range(CHANGE_EVERY, tracks + 1, CHANGE_EVERY):
+        seed = seeds[number % len(seeds)]
+        target = root / relative_path(number, seed)
+        fresh = target.with_name(target.name + ".new")
+        shutil.copyfile(seed, fresh)
+        os.replace(fresh, target)
+        changed += 1
+    return changed
+
+
+def run_size(work: Path, tracks: int, seeds: list[Path], single_worker: bool) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    root = build_library(work, tracks, seeds)
+    manifest = work / "manifest.json"
+    write_manifest(manifest, tracks, tracks, seeds)
+    config = write_config(work, manifest, 0)
+    row = {"tracks": tracks}
+    row["floor"], row["floor_rss"], _ = min(
+        (measure([sys.executable, "-c", FLOOR_SCRIPT, str(root), str(manifest)]) for _ in range(3)),
+        key=lambda result: result[0])
+    if single_worker:
+        reset_state(work)
+        row["cold_1"], row["cold_1_rss"], _ = audit(write_config(work, manifest, 1))
+    reset_state(work)
+    row["cold"], row["cold_rss"], cold = audit(config)
+    assert cold["files_checked"] == tracks and not cold["problems"], "the intact library must check clean"
+    row["warm"], row["warm_rss"], warm = min((audit(config) for _ in range(3)), key=lambda result: result[0])
+    assert warm["files_checked"] == 0
+    row["changed"] = change_files(root, tracks, seeds)
+    row["warm_1pct"], row["warm_1pct_rss"], after = audit(config)
+    assert after["files_checked"] == row["changed"]
+    return row
+
+
+def run_big_manifest(work: Path, tracks: int, rows: int, seeds: list[Path]) -> dict:
+    manifest = work / f"manifest-{rows}.json"
+    write_manifest(manifest, rows, tracks, seeds)
+    config = write_config(work, manifest, 0)
+    audit(config)  # fills nothing new: the files are cached from the run above
+    seconds, rss, result = min((audit(config) for _ in range(2)), key=lambda r: r[0])
+    return {"rows": rows, "tracks": tracks, "warm": seconds, "rss": rss, "checked": result["checked"]}
+
+
+def report(rows: list[dict], big: dict | None) -> None:
+    cpu = platform.processor() or platform.machine()
+    print(f"## scale.py, {datetime.datetime.now():%Y-%m-%d %H:%M}\n")
+    print(f"Machine: {platform.platform()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}\n")
+    print("| tracks | floor s | cold 1 worker s | cold s (files/s) | warm s (x floor) | warm after 1% s "
+          "(changed) | budget for 1% s | peak RSS MB floor / cold / warm / 1% |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        per_file = row["cold"] / row["tracks"]
+        budget = row["warm"] + per_file * row["changed"]
+        cold_1 = f"{row['cold_1']:.2f} (x{row['cold_1'] / row['cold']:.2f} slower)" if "cold_1" in row else "-"
+        print(f"| {row['tracks']:,} | {row['floor']:.2f} | {cold_1} | {row['cold']:.2f} ({row['tracks'] / row['cold']:,.0f}) | "
+              f"{row['warm']:.2f} (x{row['warm'] / row['floor']:.2f}) | {row['warm_1pct']:.2f} ({row['changed']}) | "
+              f"{budget:.2f} | {row['floor_rss']:.0f} / {row['cold_rss']:.0f} / {row['warm_rss']:.0f} / "
+              f"{row['warm_1pct_rss']:.0f} |")
+    if big:
+        print(f"\nManifest of {big['rows']:,} rows against the {big['tracks']:,}-track library "
+              f"({big['rows'] - big['tracks']:,} rows missing): warm audit {big['warm']:.2f} s, "
+              f"peak RSS {big['rss']:.0f} MB, {big['checked']:,} tracks judged.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, action="append", help="library size (repeatable; default 10000)")
+    parser.add_argument("--manifest-rows", type=int, help="also audit the largest library with a manifest this long")
+    parser.add_argument("--work", type=Path, default=HERE / "_work" / "scale")
+    args = parser.parse_args()
+    sizes = sorted(args.tracks or [10_000])
+    seeds = make_seeds(args.work / "seeds")
+    rows = [run_size(args.work / f"n{n}", n, seeds, single_worker=(n == sizes[0])) for n in sizes]
+    big = run_big_manifest(args.work / f"n{sizes[-1]}", sizes[-1], args.manifest_rows, seeds) if args.manifest_rows else None
+    report(rows, big)
+
+
+if __name__ == "__main__":
+    main()
