@@ -374,8 +374,11 @@ class FileCache:
         return CachedCheck(row[:4], *row[4:])
 
     def put(self, path: str, check: CachedCheck) -> None:
-        self._writes.append((path, *check.identity, check.status, check.reason, check.detail, check.duration,
-                             check.level, check.logic, check.sha256, check.md5, time.time()))
+        row = (*check.identity, check.status, check.reason, check.detail, check.duration,
+               check.level, check.logic, check.sha256, check.md5)
+        if self._rows is not None:
+            self._rows[path] = row
+        self._writes.append((path, *row, time.time()))
         if len(self._writes) >= self.FLUSH_EVERY:
             self.flush()
 
