@@ -1,0 +1,969 @@
+"""``poold run``: one process that checks the library, watches it and keeps the outbox drained.
+
+Threads. The main thread makes every decision and owns the state connection. The
+watchdog observer only posts changes; a full check (``app.run_audit``) and the drain
+(``filing.drain``) each run in a thread of their own, with their own State
+connection, and post their outcome back. The main loop sleeps until the next
+deadline or until something is posted (a self-pipe, which signals also write to).
+
+What gets filed. A track is requested only after the daemon itself judged it broken
+once its file had settled (see :class:`poold.watch.Settler`): the findings of a full
+check are judged again after the settle time before anything is filed, and a vanished
+track is judged only when the library has stopped changing shape, so that a move's
+other half or an unmount's cascade of deletions has arrived.
+
+The library-loss guard. Nothing is filed while the root is missing, not a folder, no
+longer on the drive it was on (unmounted), lacks the ``[guard] marker`` file, or more
+than ``[guard] max_missing_fraction`` of the manifest is missing; the guard is checked
+every second, before judging and again right before filing. poold says so in the log,
+in ``poold status`` and in the systemd STATUS, and resumes by itself: when the library
+is back it is checked in full, and what that check finds is settled before filing.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import logging
+import os
+import random
+import select
+import signal
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from . import app, filing
+from .config import Config, ConfigError, load
+from .integrity.base import CORRUPT, OK
+from .manifest import FORMATS, ManifestError, Track, count_tracks, read_manifest
+from .notify import Notifier, configure_service_logging, watchdog_interval
+from .pool import PoolError
+from .scan import MISSING, Finding, LibraryUnavailable, check_track, library_problem
+from .state import State
+from .watch import (Change, LibraryWatcher, Settler, Undecided, find_move, is_ignored, mount_point, signature,
+                    unknown_files)
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL = 1.0  # seconds between checks of the guard, the observer and the drain thread
+SHUTDOWN_DRAIN_WAIT = 2.5  # how long a request in flight may take to finish at SIGTERM
+SHUTDOWN_CHECK_WAIT = 1.5  # how long a full check may take to stop its worker processes
+BACKOFF_FIRST, BACKOFF_MAX = 60.0, 1800.0
+FULL_CHECK_RETRY = 300.0  # after a full check that failed for a reason of its own
+RESCAN_JITTER = 0.1
+MANY_CHANGED_TRACKS = 100  # a manifest change this large is checked in full, not track by track
+
+
+def run_daemon(config_path: Path) -> int:
+    """Run until SIGTERM or SIGINT; 0 after a clean shutdown. Config errors raise (exit 2)."""
+    configure_service_logging()
+    return Daemon(config_path).run()
+
+
+# --- the manifest in memory ---------------------------------------------------------
+
+class Library:
+    """The manifest's tracks at their current paths (moves applied), by id and by path."""
+
+    def __init__(self, tracks: Iterable[Track] = ()):
+        self.tracks: dict[int, Track] = {track.trackid: track for track in tracks}
+        self.by_path: dict[str, int] = {track.path: track.trackid for track in self.tracks.values()}
+
+    @classmethod
+    def read(cls, manifest: Path, locations: dict[int, str]) -> "Library":
+        return cls(app.relocated(read_manifest(manifest), locations))
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def at(self, relative: str) -> Track | None:
+        trackid = self.by_path.get(relative)
+        return None if trackid is None else self.tracks[trackid]
+
+    def under(self, folder: str) -> list[Track]:
+        prefix = folder.rstrip("/") + "/"
+        return [track for track in self.tracks.values() if track.path.startswith(prefix)]
+
+    def relocate(self, trackid: int, path: str) -> None:
+        track = self.tracks[trackid]
+        del self.by_path[track.path]
+        self.tracks[trackid] = next(app.relocated([track], {trackid: path}))
+        self.by_path[path] = trackid
+
+    def diff(self, newer: "Library") -> tuple[list[Track], set[int]]:
+        """Tracks of ``newer`` that are new or different here, and the ids it no longer has."""
+        changed = [track for trackid, track in newer.tracks.items() if self.tracks.get(trackid) != track]
+        return changed, set(self.tracks) - set(newer.tracks)
+
+
+# --- the library-loss guard ---------------------------------------------------------
+
+class LibraryGuard:
+    """Why the library looks unavailable (or None), including "unmounted since start".
+
+    The device check: the root's device is remembered when first seen healthy. When it
+    changes, the mount point above the root decides: if it is the same or deeper (the
+    drive was remounted, or a drive got mounted over the path), the new device is
+    accepted; if it is shallower, the drive the library was on is gone and what is
+    left is the folder it was mounted on.
+    """
+
+    def __init__(self, root: Path, marker: str | None, stat_device: Callable[[Path], int] = lambda p: p.stat().st_dev,
+                 find_mount_point: Callable[[Path], str] = mount_point):
+        self.root, self.marker = root, marker
+        self.stat_device, self.find_mount_point = stat_device, find_mount_point
+        self.baseline: tuple[int, str] | None = None
+
+    def problem(self) -> str | None:
+        if problem := library_problem(self.root, self.marker):
+            return problem
+        try:
+            device = self.stat_device(self.root)
+        except OSError as exc:
+            return f"the library folder {self.root} cannot be read ({exc.strerror})"
+        if self.baseline is None:
+            self.baseline = (device, self.find_mount_point(self.root))
+        if device == self.baseline[0]:
+            return None
+        point = self.find_mount_point(self.root)
+        if len(point) >= len(self.baseline[1]):
+            log.info("the library is on another device now, mounted at %s: accepted", point)
+            self.baseline = (device, point)
+            return None
+        return (f"the library folder {self.root} is no longer on the drive mounted at {self.baseline[1]} "
+                f"(it is on {point} now): drive unmounted?")
+
+
+# --- filing -------------------------------------------------------------------------
+
+def confirmed_batches(state: State, config: Config, confirmed: set[int], now: float | None = None) -> list[filing.Batch]:
+    """filing.plan's batches, keeping only tracks this daemon judged broken after settling."""
+    now = time.time() if now is None else now
+    batches, _held = filing.plan(state, config.requests, now)
+    day = datetime.date.fromtimestamp(now)
+    kept = []
+    for batch in batches:
+        incidents = tuple(i for i in batch.incidents if i.trackid in confirmed)
+        if incidents:
+            kept.append(filing.Batch(batch.cause, filing.reason_text(batch.cause, len(incidents), day), incidents))
+    return kept
+
+
+class Backoff:
+    """Delays between drain attempts after failures: 1 min, doubling, at most 30 min."""
+
+    def __init__(self, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX):
+        self.first, self.maximum = first, maximum
+        self.delay: float | None = None
+
+    def failed(self) -> float:
+        self.delay = self.first if self.delay is None else min(self.delay * 2, self.maximum)
+        return self.delay
+
+    def reset(self) -> None:
+        self.delay = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DrainResult:
+    outcome: str  # idle | ok | retry | error | stopped
+    message: str = ""
+
+
+class _Stopping(Exception):
+    """Raised in the drain or full-check thread to give up at shutdown (not a PoolError: never retried)."""
+
+
+class _StopAware:
+    """A PoolClient stand-in that refuses to start another attempt once shutdown began."""
+
+    def __init__(self, client, stopping: threading.Event):
+        self.client, self.stopping = client, stopping
+
+    def redownload(self, trackids, reason, on_attempt=None):
+        def attempt():
+            if self.stopping.is_set():
+                raise _Stopping()
+            if on_attempt:
+                on_attempt()
+        return self.client.redownload(trackids, reason, on_attempt=attempt)
+
+
+class Drainer:
+    """Sends the outbox from a thread of its own, so a slow or failing POOL never stalls the watch."""
+
+    def __init__(self, config: Config, post: Callable[[tuple], None]):
+        self.config = config
+        self.post = post
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._client, self._client_config = None, None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="poold-drain", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to finish; True if it did within ``timeout`` (nothing left in flight)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.alive()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.post(("drain", self._drain_once()))
+        if self._client is not None:
+            self._client.close()
+
+    def _drain_once(self) -> DrainResult:
+        config = self.config
+        if config.requests.dry_run:
+            return DrainResult("idle")
+        started = time.time()
+        try:
+            with State(config.state.dir) as state:
+                if not state.pending_requests():
+                    return DrainResult("idle")
+                settled = filing.drain(state, _StopAware(self._client_for(config), self._stop))
+                failed = [r for r in state.pending_requests() if r.updated >= started and r.last_error]
+        except _Stopping:
+            return DrainResult("stopped")
+        except (PoolError, app.SetupError) as exc:
+            return DrainResult("error", str(exc))
+        except Exception as exc:  # a bug here must not end the drain thread
+            log.exception("sending requests failed")
+            return DrainResult("error", f"{type(exc).__name__}: {exc}")
+        for request in settled:
+            if request.state == "rejected":
+                log.error("request %d for tracks %s was rejected: %s", request.id, list(request.trackids),
+                          request.last_error)
+        return DrainResult("retry", failed[0].last_error) if failed else DrainResult("ok")
+
+    def _client_for(self, config: Config):
+        if self._client is None or self._client_config is not config:
+            if self._client is not None:
+                self._client.close()
+            self._client, self._client_config = app.make_client(config), config
+        return self._client
+
+
+# --- updating the manifest after moves ------------------------------------------------
+
+def rewrite_manifest(path: Path, moves: dict[int, str]) -> None:
+    """Write the manifest again, in its own format, with moved tracks' new paths; atomically.
+
+    The new text is read back with the manifest reader before it replaces the old
+    file, so poold never leaves a manifest it could not read itself.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:  # keep the line endings as they are
+        text = f.read()
+    rewrite = {"json": _rewrite_json, "jsonl": _rewrite_jsonl, "csv": _rewrite_csv}[FORMATS[path.suffix.lower()]]
+    _replace_atomically(path, rewrite(text, moves))
+
+
+def _row_id(row: dict) -> int | None:
+    value = row.get("trackid")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _rewrite_json(text: str, moves: dict[int, str]) -> str:
+    document = json.loads(text)
+    for row in document["tracks"]:
+        if isinstance(row, dict) and _row_id(row) in moves:
+            row["path"] = moves[_row_id(row)]
+    indent = 2 if "\n" in text.strip() else None
+    return json.dumps(document, indent=indent, ensure_ascii=False) + "\n"
+
+
+def _rewrite_jsonl(text: str, moves: dict[int, str]) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        row = json.loads(line) if line.strip() else None
+        if isinstance(row, dict) and _row_id(row) in moves:
+            row["path"] = moves[_row_id(row)]
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+def _rewrite_csv(text: str, moves: dict[int, str]) -> str:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=reader.fieldnames, lineterminator="\r\n" if "\r\n" in text else "\n")
+    writer.writeheader()
+    for row in reader:
+        if _row_id(row) in moves:
+            row["path"] = moves[_row_id(row)]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.stem}.poold-tmp{path.suffix}")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+        count_tracks(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+# --- waking the main loop -------------------------------------------------------------
+
+class Waker:
+    """A self-pipe: other threads and signal handlers wake the main loop through it.
+
+    A signal handler must not take locks (the main thread may hold them when the signal
+    arrives), so signals reach the loop through ``signal.set_wakeup_fd``.
+    """
+
+    def __init__(self):
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._armed = False
+
+    def attach_signals(self) -> None:
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+
+    def wake(self) -> None:
+        if not self._armed:
+            self._armed = True
+            try:
+                os.write(self._write, b"\0")
+            except BlockingIOError:
+                pass  # full: the loop is awake already
+
+    def wait(self, timeout: float) -> None:
+        select.select([self._read], [], [], max(0.0, timeout))
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._armed = False
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self._read)
+        os.close(self._write)
+
+
+# --- the service --------------------------------------------------------------------
+
+class Daemon:
+    """The service loop. Every method runs on the main thread unless it says otherwise."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = config_path
+        self.config = load(config_path)
+        check_credentials(self.config)
+        self.notifier = Notifier()
+        self.waker = Waker()
+        self.inbox: collections.deque[tuple] = collections.deque()
+        self.state: State | None = None
+        self.library = Library()
+        self.guard = LibraryGuard(self.config.library.root, self.config.guard.marker)
+        self.settler = Settler(self.config.watch.settle_seconds)
+        self.watcher: LibraryWatcher | None = None
+        self.drainer = Drainer(self.config, self.post)
+        self.backoff = Backoff()
+        self.confirmed: set[int] = set()  # tracks judged broken after settling, by this process
+        self.announced: set[int] = set()  # dry run: tracks already reported as "would request"
+        self.renames: dict[str, str] = {}  # track path -> where the watcher saw it renamed to
+        self.stopping = self.reload_requested = False
+        self.root_problem: str | None = None  # the guard, for a missing / unmounted / unmarked library
+        self.fraction_problem: str | None = None  # the guard, for too much of the manifest missing
+        self.manifest_error: str | None = None
+        self.pool_problem: str | None = None
+        self.check_running = False
+        self.recheck_from: float | None = None  # fraction guard: check in full once quiet since then
+        self.check_thread: threading.Thread | None = None
+        self.full_checks = 0
+        now = time.monotonic()
+        self.next_full_check = self.next_health = now
+        self.drain_retry_at: float | None = None
+        self.last_event = self.last_reshape = float("-inf")
+        self.ping_every = watchdog_interval()
+        self.next_ping = now
+        self.since = time.time()
+        self.last_note: dict | None = None
+
+    # -- lifecycle --
+
+    def run(self) -> int:
+        self._install_signals()
+        self._start()
+        try:
+            while not self.stopping:
+                self.waker.wait(self._next_deadline() - time.monotonic())
+                self._step(time.monotonic())
+        finally:
+            self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        self.waker.attach_signals()
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _on_hangup(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    def _start(self) -> None:
+        self.state = State(self.config.state.dir)
+        if recovered := self.state.recover_unconfirmed():
+            log.warning("%d request(s) interrupted by the last shutdown are pending again", recovered)
+        self._reload_manifest(judge_changes=False)
+        self.drainer.start()
+        self._check_health(time.monotonic())
+        self._kick_drain(time.monotonic())
+        self._publish()
+        self.notifier.ready(self.last_note["status"])
+        log.info("poold started (pid %d); library %s, manifest %s", os.getpid(), self.config.library.root,
+                 self.config.library.manifest)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        if self.watcher is not None:
+            self.watcher.stop(timeout=1.0)
+        if not self.drainer.stop(SHUTDOWN_DRAIN_WAIT) and (rolled := self.state.recover_unconfirmed()):
+            log.warning("%d request(s) in flight rolled back to pending: they are sent again at the next start", rolled)
+        if self.check_thread is not None:
+            self.check_thread.join(SHUTDOWN_CHECK_WAIT)
+        self._publish(state="stopped", status="stopped")
+        self.state.close()
+        self.notifier.close()
+        self.waker.close()
+
+    def post(self, item: tuple) -> None:
+        """Hand something to the main loop (any thread)."""
+        self.inbox.append(item)
+        self.waker.wake()
+
+    # -- the loop --
+
+    def _next_deadline(self) -> float:
+        deadlines = [self.next_health]
+        if (due := self.settler.next_due(self.last_reshape + self.settler.settle_seconds)) is not None:
+            deadlines.append(due)
+        if not self.check_running:
+            deadlines.append(self.next_full_check)
+            if self.recheck_from is not None:
+                deadlines.append(max(self.last_event, self.recheck_from) + self.settler.settle_seconds)
+        if self.drain_retry_at is not None:
+            deadlines.append(self.drain_retry_at)
+        if self.ping_every:
+            deadlines.append(self.next_ping)
+        return min(deadlines)
+
+    def _step(self, now: float) -> None:
+        if self.stopping:
+            return
+        if self.reload_requested:
+            self._reload(now)
+        self._take_inbox(now)
+        if now >= self.next_health:
+            self._check_health(now)
+        self._judge_due(now)
+        self._maybe_full_check(now)
+        if self.drain_retry_at is not None and now >= self.drain_retry_at:
+            self.drain_retry_at = None
+            self.drainer.kick()
+        self._ping_watchdog(now)
+        self._publish()
+
+    def _take_inbox(self, now: float) -> None:
+        while self.inbox:
+            kind, *payload = self.inbox.popleft()
+            if kind == "change":
+                self._on_change(payload[0], now)
+            elif kind == "trouble":
+                self._on_trouble(payload[0], now)
+            elif kind == "check":
+                self._on_full_check_done(*payload, now)
+            elif kind == "drain":
+                self._on_drain_done(payload[0], now)
+
+    def _ping_watchdog(self, now: float) -> None:
+        if self.ping_every and now >= self.next_ping:
+            self.notifier.watchdog()
+            self.next_ping = now + self.ping_every
+
+    # -- health: the guard, the observer, the drain thread --
+
+    def _check_health(self, now: float) -> None:
+        self.next_health = now + HEALTH_INTERVAL
+        if problem := self.guard.problem():
+            self._enter_guard(problem)
+            return
+        if self.root_problem:
+            self._leave_guard(now)
+        if self.watcher is None or not self.watcher.alive():
+            self._restart_watcher(now, died=self.watcher is not None)
+        if not self.drainer.alive():
+            log.error("the drain thread ended; starting it again")
+            self.drainer = Drainer(self.config, self.post)
+            self.drainer.start()
+
+    def _enter_guard(self, problem: str) -> None:
+        if problem == self.root_problem:
+            return
+        self.root_problem = problem
+        self.settler.clear()
+        self.renames.clear()
+        log.error("LIBRARY UNAVAILABLE: %s. Nothing is requested until it is back.", problem)
+
+    def _leave_guard(self, now: float) -> None:
+        log.warning("the library is back at %s: checking it in full before anything is requested", self.config.library.root)
+        self.root_problem = None
+        self.next_full_check = now
+        self._restart_watcher(now, died=False)
+
+    def _restart_watcher(self, now: float, died: bool) -> None:
+        self._stop_watcher()
+        if died:
+            log.warning("the file watcher stopped (observer thread ended or the root changed): "
+                        "restarting it and checking the library in full, as events may have been lost")
+            self.next_full_check = now
+        config = self.config
+        self.watcher = LibraryWatcher(config.library.root, config.library.manifest, config.watch.mode,
+                                      config.watch.settle_seconds, lambda change: self.post(("change", change)),
+                                      lambda message: self.post(("trouble", message)))
+        try:
+            self.watcher.start()
+        except OSError as exc:
+            log.error("cannot watch %s: %s", config.library.root, exc)
+            self.watcher = None
+
+    def _on_trouble(self, message: str, now: float) -> None:
+        log.warning("the file watcher reported trouble (%s): checking the library in full, events may be lost", message)
+        self.next_full_check = min(self.next_full_check, now)
+
+    # -- events and settling --
+
+    def _on_change(self, change: Change, now: float) -> None:
+        if self.root_problem:
+            return  # the full check when the library is back covers everything
+        if change.kind in ("dir_gone", "dir_moved"):
+            relevant = self._on_folder_change(change, now)
+        else:
+            relevant = any([self._touch(path, now) for path in (change.path, change.dest) if path])
+            if relevant and change.kind == "moved":
+                self._remember_rename(change.path, change.dest)
+        if relevant:
+            self.last_event = now
+            if change.kind != "changed":
+                self.last_reshape = now
+
+    def _on_folder_change(self, change: Change, now: float) -> bool:
+        """A folder went away or moved: its tracks may have, with no event of their own."""
+        source = self._relative(change.path)
+        if source is None:
+            return False
+        destination = self._relative(change.dest) if change.dest else None
+        for track in self.library.under(source):
+            self._touch_track(track, now)
+            if destination is not None:
+                self.renames[track.path] = destination + track.path[len(source):]
+        return True
+
+    def _remember_rename(self, source: str, destination: str) -> None:
+        source_rel, destination_rel = self._relative(source), self._relative(destination)
+        if source_rel in self.library.by_path and destination_rel is not None:
+            self.renames[source_rel] = destination_rel
+
+    def _relative(self, path: str) -> str | None:
+        """The path relative to the library root, POSIX style; None outside the root."""
+        root = str(self.config.library.root)
+        if not path.startswith(root + os.sep):
+            return None
+        return path[len(root) + 1:].replace(os.sep, "/")
+
+    def _touch(self, path: str, now: float) -> bool:
+        """Start or restart the settle time of a path; False for a path poold does not care about."""
+        relative = self._relative(path)
+        if path != str(self.config.library.manifest):
+            if relative is None or is_ignored(relative, self.config.watch.ignore):
+                return False
+            extension = os.path.splitext(relative)[1].lower()
+            if relative not in self.library.by_path and extension not in self.config.library.extensions:
+                return False
+        self.settler.touch(path, now, signature(path))
+        return True
+
+    def _touch_track(self, track: Track, now: float) -> None:
+        self._touch(os.path.join(str(self.config.library.root), track.path), now)
+
+    def _judge_due(self, now: float) -> None:
+        due = self.settler.due(now, signature, self.last_reshape + self.settler.settle_seconds)
+        if not due or self.root_problem:
+            return
+        if str(self.config.library.manifest) in due:
+            self._reload_manifest(judge_changes=True)
+        tracks = [track for path in due if (relative := self._relative(path)) and (track := self.library.at(relative))]
+        if tracks:
+            self._judge(tracks, now)
+
+    # -- judging --
+
+    def _judge(self, tracks: list[Track], now: float) -> None:
+        """Check settled tracks, tell moves from losses, and record and file what is broken."""
+        if problem := self.guard.problem():
+            self._enter_guard(problem)
+            return
+        root = self.config.library.root
+        findings = []
+        for track in tracks:
+            if self.stopping:
+                return
+            findings.append((track, check_track(root, track)))
+        vanished = [track for track, finding in findings if finding.status == MISSING]
+        moves, undecided = self._find_moves(vanished, now)
+        problems = [f for t, f in findings if f.status == CORRUPT or
+                    (f.status == MISSING and t.trackid not in moves and t.trackid not in undecided)]
+        if problem := self.guard.problem():  # the drive may have gone while we looked
+            self._enter_guard(problem)
+            return
+        if self._too_much_missing(problems, now):
+            return
+        self._apply_moves(moves, now)
+        self._record(problems, [f.trackid for _t, f in findings if f.status == OK])
+        self._file()
+
+    def _find_moves(self, vanished: list[Track], now: float) -> tuple[dict[int, str], set[int]]:
+        """New homes of vanished tracks; and the tracks whose possible new home is still settling."""
+        if not vanished:
+            return {}, set()
+        config = self.config
+        files = unknown_files(config.library.root, set(self.library.by_path), config.library.extensions,
+                              config.watch.ignore)
+        root = str(config.library.root)
+
+        def settling(relative: str) -> bool:
+            return os.path.join(root, relative) in self.settler
+
+        moves, undecided, claimed = {}, set(), set()
+        for track in vanished:
+            renamed_to = self.renames.pop(track.path, None)
+            if renamed_to and (renamed_to in self.library.by_path or is_ignored(renamed_to, config.watch.ignore)):
+                renamed_to = None
+            try:
+                destination = find_move(track, config.library.root, files, renamed_to, settling, claimed)
+            except Undecided:
+                undecided.add(track.trackid)
+                self._touch_track(track, now)
+                continue
+            if destination:
+                moves[track.trackid] = destination
+                claimed.add(destination)
+        return moves, undecided
+
+    def _too_much_missing(self, problems: list[Finding], now: float) -> bool:
+        """The fraction guard, counting tracks already known missing as well as these."""
+        missing = {f.trackid for f in problems if f.status == MISSING}
+        if not missing:
+            return False
+        missing |= {i.trackid for i in self.state.open_incidents() if i.status == MISSING}
+        limit = self.config.guard.max_missing_fraction
+        if len(missing) <= limit * len(self.library):
+            return False
+        self._enter_fraction_guard(f"{len(missing)} of {len(self.library)} tracks are missing, more than "
+                                   f"{limit:.0%}: the library looks partly unavailable", now)
+        return True
+
+    def _enter_fraction_guard(self, problem: str, now: float) -> None:
+        if problem != self.fraction_problem:
+            log.error("LIBRARY GUARD: %s. Nothing is requested; it is checked again in full once it stops changing.",
+                      problem)
+        self.fraction_problem = problem
+        if self.recheck_from is None:
+            self.recheck_from = now
+
+    def _apply_moves(self, moves: dict[int, str], now: float) -> None:
+        """Record where moved tracks are now; they are not losses and nothing is filed for them."""
+        if not moves:
+            return
+        for trackid, destination in moves.items():
+            source = self.library.tracks[trackid].path
+            self.state.set_location(trackid, destination, source)
+            self.library.relocate(trackid, destination)
+            self._touch_track(self.library.tracks[trackid], now)  # judge the file at its new place
+            log.info("track %d moved: %s -> %s (new location recorded, nothing requested)", trackid, source, destination)
+        self.state.resolve(moves)
+        self.confirmed -= moves.keys()
+        if self.config.library.update_manifest:
+            self._update_manifest(moves)
+
+    def _update_manifest(self, moves: dict[int, str]) -> None:
+        manifest = self.config.library.manifest
+        try:
+            rewrite_manifest(manifest, moves)
+        except (OSError, ValueError, KeyError, ManifestError) as exc:
+            log.warning("could not write the new paths into %s (%s); poold keeps them in its state", manifest, exc)
+        else:
+            log.info("wrote %d new track path(s) into %s", len(moves), manifest)
+
+    def _record(self, problems: list[Finding], ok_trackids: list[int]) -> None:
+        for finding in problems:
+            self.state.record_problem(finding.trackid, finding.path, finding.status, finding.reason, finding.detail)
+            if finding.trackid not in self.confirmed:
+                log.warning("track %d is %s (%s): %s - %s", finding.trackid, finding.status, finding.reason,
+                            finding.path, finding.detail)
+        self.confirmed |= {finding.trackid for finding in problems}
+        if ok_trackids:
+            self.state.resolve(ok_trackids)
+            self.confirmed -= set(ok_trackids)
+
+    def _file(self) -> None:
+        """Queue requests for confirmed problems (cooldown, quota and dry run honoured), then drain."""
+        if self.root_problem or self.fraction_problem or not self.confirmed:
+            return
+        batches = confirmed_batches(self.state, self.config, self.confirmed)
+        if not batches:
+            return
+        if problem := self.guard.problem():  # last look before anything is queued
+            self._enter_guard(problem)
+            return
+        if self.config.requests.dry_run:
+            self._announce_dry_run(batches)
+            return
+        for request_id, batch in zip(filing.enqueue(self.state, batches), batches):
+            log.info("request %d queued: tracks %s, \"%s\"", request_id, batch.trackids, batch.reason)
+        self._kick_drain(time.monotonic())
+
+    def _announce_dry_run(self, batches: list[filing.Batch]) -> None:
+        for batch in batches:
+            if not set(batch.trackids) <= self.announced:
+                log.warning("dry run: would request tracks %s: \"%s\"", batch.trackids, batch.reason)
+                self.announced |= set(batch.trackids)
+
+    # -- full checks --
+
+    def _maybe_full_check(self, now: float) -> None:
+        if self.check_running or self.root_problem or self.stopping:
+            return
+        quiet = (self.recheck_from is not None
+                 and now >= max(self.last_event, self.recheck_from) + self.settler.settle_seconds)
+        if now < self.next_full_check and not quiet:
+            return
+        self.check_running, self.recheck_from = True, None
+        self.check_thread = threading.Thread(target=self._full_check, args=(self.config,), name="poold-full-check",
+                                             daemon=True)
+        self.check_thread.start()
+
+    def _full_check(self, config: Config) -> None:
+        """Runs on its own thread: the audit (which records incidents); the outcome goes to the main loop."""
+        def give_up_when_stopping(_finding) -> None:
+            if self.stopping:
+                raise _Stopping()
+
+        try:
+            self.post(("check", app.run_audit(config, request=False, on_finding=give_up_when_stopping), None))
+        except _Stopping:
+            pass
+        except Exception as exc:
+            self.post(("check", None, exc))
+
+    def _on_full_check_done(self, outcome: app.AuditOutcome | None, error: Exception | None, now: float) -> None:
+        self.check_running = False
+        self.full_checks += 1
+        interval = self.config.watch.rescan_interval
+        self.next_full_check = now + interval * random.uniform(1 - RESCAN_JITTER, 1 + RESCAN_JITTER)
+        if isinstance(error, LibraryUnavailable):
+            self._enter_guard(str(error))
+        elif isinstance(error, ManifestError):
+            self._manifest_failed(error)
+        elif error is not None:
+            log.error("the full check failed: %s: %s", type(error).__name__, error)
+            self.next_full_check = now + FULL_CHECK_RETRY
+        elif outcome.report.guard:
+            self._on_guarded_full_check(outcome.report, now)
+        else:
+            self._on_clean_full_check(outcome.report, now)
+
+    def _on_guarded_full_check(self, report, now: float) -> None:
+        if problem := self.guard.problem():
+            self._enter_guard(problem)
+            return
+        # Many tracks missing may be a big reorganisation done while poold was not watching.
+        vanished = [self.library.tracks[f.trackid] for f in report.problems
+                    if f.status == MISSING and f.trackid in self.library.tracks]
+        moves, _undecided = self._find_moves(vanished, now)
+        if moves:
+            self._apply_moves(moves, now)
+            self.next_full_check = now
+            return
+        self._enter_fraction_guard(report.guard, now)
+
+    def _on_clean_full_check(self, report, now: float) -> None:
+        if self.fraction_problem:
+            log.warning("the library looks whole again: requests resume")
+        self.fraction_problem = None
+        self.confirmed -= report.ok_trackids
+        for finding in report.problems:  # judged again once settled, before anything is filed
+            if (track := self.library.tracks.get(finding.trackid)) is not None:
+                self._touch_track(track, now)
+        log.info("full check: %d tracks, %d ok, %d problems, %d unchecked", report.checked, report.ok,
+                 len(report.problems), len(report.unchecked))
+        self._file()
+
+    # -- the manifest and the config --
+
+    def _reload_manifest(self, judge_changes: bool) -> None:
+        config = self.config
+        try:
+            library = Library.read(config.library.manifest, self.state.locations())
+        except ManifestError as exc:
+            self._manifest_failed(exc)
+            return
+        changed, removed = self.library.diff(library)
+        self.library, self.manifest_error = library, None
+        if removed:
+            self.state.resolve(removed)
+            self.confirmed -= removed
+        if judge_changes and len(changed) > MANY_CHANGED_TRACKS:
+            self.next_full_check = time.monotonic()
+        elif judge_changes:
+            for track in changed:
+                self._touch_track(track, time.monotonic())
+        if judge_changes:
+            log.info("manifest read again: %d tracks (%d new or changed, %d gone)", len(library), len(changed), len(removed))
+        else:
+            log.info("manifest read: %d tracks", len(library))
+
+    def _manifest_failed(self, error: ManifestError) -> None:
+        if str(error) != self.manifest_error:
+            log.error("%s; keeping the manifest read before (%d tracks)", error, len(self.library))
+        self.manifest_error = str(error)
+
+    def _reload(self, now: float) -> None:
+        """SIGHUP: read the config and the manifest again, restart the watcher, check in full."""
+        self.reload_requested = False
+        self.notifier.reloading()
+        try:
+            config = load(self.config_path)
+            check_credentials(config)
+        except (ConfigError, app.SetupError) as exc:
+            log.error("reload failed, the running configuration stays: %s", exc)
+            self.notifier.ready()
+            return
+        self.config = config
+        self.settler = Settler(config.watch.settle_seconds)
+        self.renames.clear()
+        self.guard = LibraryGuard(config.library.root, config.guard.marker)
+        self.drainer.config = config
+        self.backoff.reset()
+        self.drain_retry_at = None
+        self._reload_manifest(judge_changes=False)
+        self.root_problem = self.fraction_problem = None
+        self._stop_watcher()
+        self._check_health(now)
+        self.next_full_check = now
+        self._kick_drain(now)
+        log.info("configuration reloaded from %s", self.config_path)
+        self.notifier.ready()
+
+    def _stop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop(timeout=1.0)
+            self.watcher = None
+
+    # -- the drain --
+
+    def _kick_drain(self, now: float) -> None:
+        """Drain now, unless backing off after a failure (the retry comes at its time)."""
+        if self.drain_retry_at is None or now >= self.drain_retry_at:
+            self.drain_retry_at = None
+            self.drainer.kick()
+
+    def _on_drain_done(self, result: DrainResult, now: float) -> None:
+        if result.outcome in ("retry", "error"):
+            delay = self.backoff.failed()
+            self.drain_retry_at = now + delay
+            self.pool_problem = f"{result.message} (next try in {delay / 60:.0f} min)"
+            log.warning("requests are waiting: %s", self.pool_problem)
+        elif result.outcome == "ok":
+            self.backoff.reset()
+            self.pool_problem = None
+
+    # -- status --
+
+    def _publish(self, state: str | None = None, status: str | None = None) -> None:
+        """Write the daemon's note for ``poold status`` and the systemd STATUS, when they change."""
+        open_problems = len(self.state.open_trackids())
+        pending = len(self.state.requests(states=("pending", "sent")))
+        state = state or self._state_word()
+        status = status or self._status_text(state, open_problems, pending)
+        note = {
+            "state": state, "status": status, "pid": os.getpid(), "since": self.since,
+            "guard": self.root_problem or self.fraction_problem, "manifest_error": self.manifest_error,
+            "pool_problem": self.pool_problem, "problems_open": open_problems, "requests_pending": pending,
+            "full_checks": self.full_checks, "watch_mode": self.watcher.mode if self.watcher else None,
+            "tracks": len(self.library),
+        }
+        if note == self.last_note:
+            return
+        self.last_note = note
+        self.state.put_note("daemon", {**note, "updated": time.time()})
+        self.notifier.status(status)
+
+    def _state_word(self) -> str:
+        if self.root_problem or self.fraction_problem:
+            return "guarded"
+        return "checking" if self.check_running or self.full_checks == 0 else "watching"
+
+    def _status_text(self, state: str, open_problems: int, pending: int) -> str:
+        if state == "guarded":
+            head = f"LIBRARY UNAVAILABLE, nothing is requested: {self.root_problem or self.fraction_problem}"
+        elif state == "checking":
+            head = f"checking {self.config.library.root}"
+        else:
+            head = f"watching {self.config.library.root}" + (f" ({self.watcher.mode})" if self.watcher else "")
+        parts = [head, f"{open_problems} problem(s) open", f"{pending} request(s) pending"]
+        if self.manifest_error:
+            parts.append(f"manifest error, the previous one is used: {self.manifest_error}")
+        if self.pool_problem:
+            parts.append(f"POOL: {self.pool_problem}")
+        return "; ".join(parts)
+
+
+def check_credentials(config: Config) -> None:
+    """Fail at start (exit 2) rather than at the first request when requests cannot be sent."""
+    if not config.requests.dry_run:
+        app.make_client(config).close()
