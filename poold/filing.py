@@ -10,18 +10,23 @@ The steps are kept apart so that each can be trusted on its own:
 4. :func:`drain` sends pending requests and settles each one.
 
 A track is not requested while a request for it is open, nor again within the
-cooldown after one, nor at all after :data:`MAX_REQUESTS_PER_TRACK` requests (it keeps
-failing after being redownloaded: a person has to look). At most
-``max_tracks_per_day`` track IDs are requested in any rolling 24 hours.
+cooldown after one for the same incident, nor at all after
+:data:`MAX_REQUESTS_PER_TRACK` requests for one incident (it keeps failing after being
+redownloaded: a person has to look). Once the file checks ok, the incident is closed;
+if it breaks again later, that is a new incident. At most ``max_tracks_per_day``
+track IDs are requested in any rolling 24 hours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .config import RequestsConfig
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUESTS_PER_TRACK = 2
 DAY = 86400.0
+LOCK_NAME = "outbox.lock"
 
 # cause -> how the reason text describes the files ("3 files truncated (...)")
 CAUSE_PHRASES = {
@@ -118,13 +124,25 @@ def _hold_reason(state: State, incident: Incident, settings: RequestsConfig, now
         return "a redownload would not fix this: check the file by hand"
     if state.has_open_request(incident.trackid):
         return "a request for it is already waiting to be sent"
-    requested = state.request_count(incident.trackid)
-    if requested >= MAX_REQUESTS_PER_TRACK:
-        return f"still broken after {requested} redownload requests: check it by hand"
-    last = state.last_request_time(incident.trackid)
-    if last is not None and now - last < settings.cooldown:
-        return f"requested {_ago(now - last)} ago; the cooldown is {_ago(settings.cooldown)}"
+    earlier = incident_requests(state, incident)
+    if len(earlier) >= MAX_REQUESTS_PER_TRACK:
+        return f"still broken after {len(earlier)} redownload requests: check it by hand"
+    if earlier and now - earlier[-1][0] < settings.cooldown:
+        created, outcome = earlier[-1]
+        return f"requested {_ago(now - created)} ago ({outcome}); the cooldown is {_ago(settings.cooldown)}"
     return None
+
+
+def incident_requests(state: State, incident: Incident) -> list[tuple[float, str]]:
+    """(created, state) of every request filed for this incident, oldest first.
+
+    Counted per incident, not per track: a track that was repaired and broke again
+    later is a new problem, and may be requested at once.
+    """
+    rows = state.db.execute(
+        """SELECT r.created, r.state FROM requests r JOIN request_tracks t ON t.request_id = r.id
+           WHERE t.incident_id = ? ORDER BY r.created""", (incident.id,))
+    return [(row[0], row[1]) for row in rows]
 
 
 def _ago(seconds: float) -> str:
@@ -141,29 +159,65 @@ def enqueue(state: State, batches: list[Batch], now: float | None = None) -> lis
 
 
 def drain(state: State, client: PoolClient) -> list[OutboxRequest]:
-    """Send every pending request once (with the client's bounded retries) and settle it.
+    """Send pending requests once each (with the client's bounded retries) and settle them.
+
+    Only one process drains a state directory at a time (a lock file). So, holding
+    the lock, any request still marked ``sent`` was interrupted by a crash: it goes
+    back to ``pending`` and is sent again (the one case of a possible repeat).
 
     A transient failure leaves the request pending for the next drain and stops this
-    one (the service or the network is down; the rest would fail the same way).
+    one (the service or the network is down; the rest would fail the same way). The
+    least recently tried requests go first, so one that keeps failing cannot starve
+    the others. Returns the requests this drain touched, as they now stand.
     """
-    settled = []
-    for request in state.pending_requests():
+    with outbox_lock(state) as locked:
+        if not locked:
+            log.info("another poold process is sending requests; pending ones wait for it")
+            return []
+        if recovered := state.recover_unconfirmed():
+            log.warning("%d request(s) were interrupted while being sent; sending them again", recovered)
+        touched = []
+        for request in sorted(state.pending_requests(), key=lambda r: r.updated):
+            touched.append(request.id)
+            if not _send(state, client, request):
+                break
+    return [r for r in state.requests(states=("pending",) + FINAL_REQUEST_STATES) if r.id in touched]
+
+
+def _send(state: State, client: PoolClient, request: OutboxRequest) -> bool:
+    """Send one request and settle it; False when the drain should stop (service down)."""
+    try:
+        result = client.redownload(list(request.trackids), request.reason,
+                                   on_attempt=lambda: state.mark_sent(request.id))
+    except RejectedError as exc:
+        state.settle(request.id, "rejected", error=str(exc))
+        log.warning("request %d rejected: %s", request.id, exc)
+    except TransientError as exc:
+        state.settle(request.id, "pending", error=str(exc))
+        log.warning("request %d stays pending: %s", request.id, exc)
+        return False
+    except PoolError as exc:
+        state.settle(request.id, "pending", error=str(exc))
+        raise
+    else:
+        outcome = "accepted" if result.complete else "partial"
+        state.settle(request.id, outcome, tracks_requeued=result.requeued)
+        log.info("request %d %s: %s of %d tracks requeued", request.id, outcome,
+                 "?" if result.requeued is None else result.requeued, result.sent)
+    return True
+
+
+@contextlib.contextmanager
+def outbox_lock(state: State) -> Iterator[bool]:
+    """Hold the state directory's outbox lock; yields False if another process holds it.
+
+    The kernel releases the lock when its holder exits, even by ``kill -9``, so a held
+    lock always means a live sender.
+    """
+    with open(state.dir / LOCK_NAME, "a") as handle:
         try:
-            result = client.redownload(list(request.trackids), request.reason,
-                                       on_attempt=lambda rid=request.id: state.mark_sent(rid))
-        except RejectedError as exc:
-            state.settle(request.id, "rejected", error=str(exc))
-        except TransientError as exc:
-            state.settle(request.id, "pending", error=str(exc))
-            log.warning("request %d stays pending: %s", request.id, exc)
-            break
-        except PoolError as exc:
-            state.settle(request.id, "pending", error=str(exc))
-            raise
-        else:
-            outcome = "accepted" if result.complete else "partial"
-            state.settle(request.id, outcome, tracks_requeued=result.requeued)
-            log.info("request %d %s: %s of %d tracks requeued", request.id, outcome,
-                     "?" if result.requeued is None else result.requeued, result.sent)
-        settled.append(request.id)
-    return [r for r in state.requests(states=("pending",) + FINAL_REQUEST_STATES) if r.id in settled]
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True

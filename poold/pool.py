@@ -3,7 +3,8 @@
 Errors fall in three kinds, and the outbox treats each differently:
 
 * :class:`TransientError` - connection trouble, timeouts, HTTP 5xx, 408, 429, or an
-  answer that is not the API's JSON: retried here with backoff, then left pending.
+  answer that is not the API's JSON: retried here with backoff (a bounded number of
+  attempts), then left pending for the next drain.
 * :class:`RejectedError` - the service said no (another 4xx, or ``"result"`` other than
   success): the request is settled as rejected and not sent again.
 * :class:`PoolError` (the base) - a set-up problem such as refused credentials or an
@@ -16,6 +17,7 @@ or the Authorization header: the token travels only inside the Bearer value.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import ipaddress
 import logging
@@ -29,7 +31,7 @@ import tenacity
 
 from . import __version__
 from .config import PoolConfig, Secret
-from .redact import register_secret
+from .redact import redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,19 @@ class InsecureURL(ValueError):
 
 
 class PoolError(Exception):
-    """A failure talking to the POOL API; the message is safe to show and log."""
+    """A failure talking to the POOL API; the message is safe to show, log and store.
+
+    Messages are redacted on construction as well: some include text from the server's
+    answer, and a server (or a proxy) might echo credentials back.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 class TransientError(PoolError):
+    """A failure that may pass: worth sending the same request again later."""
+
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
@@ -86,17 +97,20 @@ def _is_loopback(host: str) -> bool:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped."""
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped at
+    :data:`MAX_RETRY_AFTER`; None when there is no usable header."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         seconds = float(value)
     else:
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # "-0000": HTTP dates are always GMT
+            when = when.replace(tzinfo=datetime.timezone.utc)
         seconds = when.timestamp() - (time.time() if now is None else now)
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
@@ -137,6 +151,7 @@ class Tokens:
                 raise PoolError("no POOL credentials: set [pool] api_key and api_secret (or a token) in the config")
             self._token = self.config.token.reveal()
             self._valid_until = float("inf")
+            register_secret(self._token)
             return
         started = self.clock()
         answer = self._authenticate()
@@ -152,8 +167,10 @@ class Tokens:
         log.debug("minted a POOL access token valid for %.0f s", lifetime)
 
     def _authenticate(self) -> dict:
-        basic = _b64(f"{self.config.api_key.reveal()}:{self.config.api_secret.reveal()}")
-        register_secret(basic)
+        key, secret = self.config.api_key.reveal(), self.config.api_secret.reveal()
+        basic = _b64(f"{key}:{secret}")
+        for value in (key, secret, basic):
+            register_secret(value)
         response = _post(
             self.session, self.config.base_url + AUTHENTICATE, {"userid": str(self.config.userid)},
             {"Authorization": f"Basic {basic}"}, self.config.timeout,
@@ -167,10 +184,18 @@ class Tokens:
 
 
 class PoolClient:
-    """Files redownload requests. ``redownload`` retries transient failures itself."""
+    """Files redownload requests. ``redownload`` retries transient failures itself.
+
+    The retry policy, in one place: up to ``max_attempts`` sends per call; between
+    them, the server's ``Retry-After`` when it sent one, else exponential backoff from
+    ``backoff`` seconds (doubling, at most ``max_backoff``) plus up to ``backoff``
+    seconds of random jitter. When the server asks for a longer wait than
+    ``max_backoff``, the call gives up at once rather than block: the outbox keeps the
+    request pending for the next drain. ``clock`` (monotonic seconds) times tokens.
+    """
 
     def __init__(self, config: PoolConfig, *, max_attempts: int = 5, backoff: float = 1.0,
-                 max_backoff: float = 60.0, session: requests.Session | None = None):
+                 max_backoff: float = 60.0, session: requests.Session | None = None, clock=time.monotonic):
         if config.userid is None:
             raise PoolError("[pool] userid is not set: it is needed to file requests")
         check_base_url(config.base_url)
@@ -180,47 +205,45 @@ class PoolClient:
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"poold/{__version__}"
-        self.tokens = Tokens(config, self.session)
+        self.tokens = Tokens(config, self.session, clock)
         self.max_attempts = max_attempts
-        self.backoff = backoff
         self.max_backoff = max_backoff
+        self._backoff = tenacity.wait_exponential(multiplier=backoff, max=max_backoff) + tenacity.wait_random(0, backoff)
 
     def close(self) -> None:
         self.session.close()
 
     def redownload(self, trackids: list[int], reason: str, on_attempt=None) -> RequeueResult:
-        """POST one redownload request, retrying transient failures with backoff.
+        """POST one redownload request, retrying transient failures (see the class).
 
-        ``on_attempt`` is called before every send, so the outbox can mark the
+        ``on_attempt`` is called just before every POST, so the outbox can mark the
         request as sent (and count the attempt) before the bytes leave.
         """
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientError),
-            stop=tenacity.stop_after_attempt(self.max_attempts),
+            stop=tenacity.stop_after_attempt(self.max_attempts) | self._asked_to_wait_too_long,
             wait=self._wait,
             before_sleep=_log_retry,
             reraise=True,
         )
         return retrying(self._redownload_once, trackids, reason, on_attempt)
 
+    def _asked_to_wait_too_long(self, retry_state: tenacity.RetryCallState) -> bool:
+        retry_after = _retry_after(retry_state)
+        return retry_after is not None and retry_after > self.max_backoff
+
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
-        """Honour Retry-After when the server sent one; otherwise exponential backoff with jitter."""
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(error, TransientError) and error.retry_after is not None:
-            return min(error.retry_after, self.max_backoff)
-        return tenacity.wait_exponential_jitter(initial=self.backoff, max=self.max_backoff)(retry_state)
+        """The server's Retry-After when it sent one; otherwise exponential backoff with jitter."""
+        retry_after = _retry_after(retry_state)
+        return retry_after if retry_after is not None else self._backoff(retry_state)
 
     def _redownload_once(self, trackids: list[int], reason: str, on_attempt) -> RequeueResult:
-        if on_attempt:
-            on_attempt()
-        response = self._post_redownload(trackids, reason)
+        """One send; after a 401, one more with a freshly minted token."""
+        response = self._send(trackids, reason, on_attempt)
         if response.status_code == 401 and self.tokens.refresh_after_401():
-            response = self._post_redownload(trackids, reason)
+            response = self._send(trackids, reason, on_attempt)
         if response.status_code == 401:
-            if self.config.can_mint:
-                raise PoolError("POOL refused a freshly minted token (HTTP 401)")
-            raise PoolError("POOL refused the configured token (HTTP 401); tokens expire after 5 minutes, "
-                            "so configure [pool] api_key and api_secret and let poold mint its own")
+            raise PoolError(self._token_refused())
         _raise_for_transient(response)
         if 300 <= response.status_code < 400:
             raise PoolError(f"POOL answered with a redirect (HTTP {response.status_code}); check [pool] base_url")
@@ -228,12 +251,25 @@ class PoolClient:
             raise RejectedError(f"POOL rejected the request (HTTP {response.status_code}{_server_message(response)})")
         return _requeue_result(_json(response), len(trackids))
 
-    def _post_redownload(self, trackids: list[int], reason: str) -> requests.Response:
+    def _send(self, trackids: list[int], reason: str, on_attempt) -> requests.Response:
         bearer = _b64(f"{self.config.userid}:{self.tokens.current()}")
         register_secret(bearer)
         form = {"trackid_list": ",".join(str(t) for t in trackids), "reason": reason}
+        if on_attempt:
+            on_attempt()  # after minting, so that only real sends are counted
         return _post(self.session, self.config.base_url + REDOWNLOAD, form,
                      {"Authorization": f"Bearer {bearer}"}, self.config.timeout)
+
+    def _token_refused(self) -> str:
+        if self.config.can_mint:
+            return "POOL refused a freshly minted token (HTTP 401)"
+        return ("POOL refused the configured token (HTTP 401): access tokens expire after 5 minutes, "
+                "so set [pool] api_key and api_secret instead and poold will mint its own")
+
+
+def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    return error.retry_after if isinstance(error, TransientError) else None
 
 
 def _requeue_result(answer: dict, sent: int) -> RequeueResult:
@@ -274,7 +310,8 @@ def _raise_for_transient(response: requests.Response) -> None:
     status = response.status_code
     if status in (408, 429) or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise TransientError(f"POOL answered HTTP {status}{_server_message(response)}", retry_after)
+        asked = f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
+        raise TransientError(f"POOL answered HTTP {status}{_server_message(response)}{asked}", retry_after)
 
 
 def _json(response: requests.Response) -> dict:
@@ -298,5 +335,5 @@ def _server_message(response: requests.Response) -> str:
 
 def _log_retry(retry_state: tenacity.RetryCallState) -> None:
     error = retry_state.outcome.exception()
-    log.warning("POOL request attempt %d failed: %s; retrying in %.1f s",
+    log.warning("POOL request attempt %d failed: %s; retrying in %.2f s",
                 retry_state.attempt_number, error, retry_state.next_action.sleep)
