@@ -106,7 +106,6 @@ def file_requests(config: Config, state: State, client: PoolClient | None, outco
     if config.requests.dry_run:
         outcome.requests = [dry_run_entry(batch) for batch in batches]
         return
-    state.recover_unconfirmed()
     filing.enqueue(state, batches)
     try:
         settled = filing.drain(state, client)

@@ -255,7 +255,7 @@ def cmd_requests(args) -> int:
         print("No requests filed yet.")
     for entry in history:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["created"]))
-        print(f"{when}  {describe_request(entry)}  (attempts: {entry['attempts']})")
+        print(f"{when}  {entry['cause']}  {describe_request(entry)}  (attempts: {entry['attempts']})")
     return EXIT_OK
 
 

@@ -124,25 +124,13 @@ def _hold_reason(state: State, incident: Incident, settings: RequestsConfig, now
         return "a redownload would not fix this: check the file by hand"
     if state.has_open_request(incident.trackid):
         return "a request for it is already waiting to be sent"
-    earlier = incident_requests(state, incident)
+    earlier = state.incident_requests(incident.id)
     if len(earlier) >= MAX_REQUESTS_PER_TRACK:
         return f"still broken after {len(earlier)} redownload requests: check it by hand"
     if earlier and now - earlier[-1][0] < settings.cooldown:
         created, outcome = earlier[-1]
         return f"requested {_ago(now - created)} ago ({outcome}); the cooldown is {_ago(settings.cooldown)}"
     return None
-
-
-def incident_requests(state: State, incident: Incident) -> list[tuple[float, str]]:
-    """(created, state) of every request filed for this incident, oldest first.
-
-    Counted per incident, not per track: a track that was repaired and broke again
-    later is a new problem, and may be requested at once.
-    """
-    rows = state.db.execute(
-        """SELECT r.created, r.state FROM requests r JOIN request_tracks t ON t.request_id = r.id
-           WHERE t.incident_id = ? ORDER BY r.created""", (incident.id,))
-    return [(row[0], row[1]) for row in rows]
 
 
 def _ago(seconds: float) -> str:
@@ -153,8 +141,9 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def enqueue(state: State, batches: list[Batch], now: float | None = None) -> list[int]:
-    """Write each batch to the outbox as a pending request."""
+def enqueue(state: State, batches: list[Batch], now: float | None = None) -> list[int | None]:
+    """Write each batch to the outbox as a pending request; an id per batch, None for a
+    batch skipped because another process queued one of its tracks first."""
     return [state.enqueue(uuid.uuid4().hex, batch.cause, batch.reason, list(batch.incidents), now) for batch in batches]
 
 

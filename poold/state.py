@@ -97,7 +97,6 @@ CREATE TABLE IF NOT EXISTS locations (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-OPEN_REQUEST_STATES = ("pending", "sent")
 FINAL_REQUEST_STATES = ("accepted", "partial", "rejected")
 
 
@@ -200,20 +199,17 @@ class State:
 
     # --- outbox ---------------------------------------------------------------------
 
-    def last_request_time(self, trackid: int) -> float | None:
-        row = self.db.execute(
-            """SELECT MAX(r.created) FROM requests r JOIN request_tracks t ON t.request_id = r.id
-               WHERE t.trackid = ?""", (trackid,)).fetchone()
-        return row[0]
-
-    def request_count(self, trackid: int) -> int:
-        """How many requests have included the track, whatever their outcome."""
-        return self.db.execute("SELECT COUNT(*) FROM request_tracks WHERE trackid=?", (trackid,)).fetchone()[0]
+    def incident_requests(self, incident_id: int) -> list[tuple[float, str]]:
+        """(created, state) of every request filed for one incident, oldest first."""
+        rows = self.db.execute(
+            """SELECT r.created, r.state FROM requests r JOIN request_tracks t ON t.request_id = r.id
+               WHERE t.incident_id = ? ORDER BY r.created""", (incident_id,))
+        return [(row[0], row[1]) for row in rows]
 
     def has_open_request(self, trackid: int) -> bool:
         row = self.db.execute(
-            f"""SELECT 1 FROM requests r JOIN request_tracks t ON t.request_id = r.id
-                WHERE t.trackid = ? AND r.state IN {OPEN_REQUEST_STATES} LIMIT 1""", (trackid,)).fetchone()
+            """SELECT 1 FROM requests r JOIN request_tracks t ON t.request_id = r.id
+               WHERE t.trackid = ? AND r.state IN ('pending', 'sent') LIMIT 1""", (trackid,)).fetchone()
         return row is not None
 
     def tracks_requested_since(self, since: float) -> int:
@@ -222,10 +218,21 @@ class State:
                WHERE r.created >= ?""", (since,)).fetchone()
         return row[0]
 
-    def enqueue(self, batch: str, cause: str, reason: str, incidents: list[Incident], now: float | None = None) -> int:
-        """Write a request as ``pending``, before anything is sent; return its id."""
+    def enqueue(self, batch: str, cause: str, reason: str, incidents: list[Incident], now: float | None = None) -> int | None:
+        """Write a request as ``pending``, before anything is sent; return its id.
+
+        Returns None, writing nothing, when any of its tracks already has an open request:
+        another process (the daemon beside a manual audit) queued it first. The check and
+        the insert share one write transaction, so two planners cannot both queue a track.
+        """
         now = time.time() if now is None else now
         with self.transaction() as db:
+            open_tracks = db.execute(
+                f"""SELECT 1 FROM requests r JOIN request_tracks t ON t.request_id = r.id
+                    WHERE r.state IN ('pending', 'sent') AND t.trackid IN ({','.join('?' * len(incidents))}) LIMIT 1""",
+                [incident.trackid for incident in incidents]).fetchone()
+            if open_tracks:
+                return None
             cursor = db.execute(
                 "INSERT INTO requests (batch, cause, reason, state, created, updated) VALUES (?, ?, ?, 'pending', ?, ?)",
                 (batch, cause, reason, now, now),
@@ -249,7 +256,8 @@ class State:
             raise ValueError(f"cannot settle a request as {state!r}")
         with self.transaction() as db:
             db.execute(
-                "UPDATE requests SET state=?, last_error=?, tracks_requeued=COALESCE(?, tracks_requeued), updated=? WHERE id=?",
+                "UPDATE requests SET state=?, last_error=COALESCE(?, last_error), tracks_requeued=COALESCE(?, tracks_requeued), "
+                "updated=? WHERE id=?",
                 (state, error, tracks_requeued, time.time(), request_id),
             )
 
