@@ -5,19 +5,23 @@ The CLI and the daemon both call these; neither holds logic of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import filing
 from .config import Config
 from .integrity import check_file
+from .errors import PoolError
 from .manifest import Track, read_manifest
-from .pool import PoolClient, PoolError
 from .scan import DEEP, QUICK, AuditReport, ScanOptions, audit
 from .state import OutboxRequest, State
+
+if TYPE_CHECKING:
+    from .pool import PoolClient
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,9 @@ class AuditOutcome:
     filing_error: str | None = None
 
 
-def make_client(config: Config) -> PoolClient:
+def make_client(config: Config) -> "PoolClient":
+    from .pool import PoolClient  # requests loads only when something is to be sent
+
     pool = config.pool
     if pool.userid is None or not (pool.can_mint or pool.token):
         raise SetupError(f"{config.path}: to file requests, set [pool] userid and api_key + api_secret (or a token)")

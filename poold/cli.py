@@ -15,7 +15,7 @@ import time
 from . import __version__, app
 from .config import ConfigError, load, parse_duration, resolve_config_path
 from .manifest import ManifestError, estimate_rows
-from .pool import PoolError
+from .errors import PoolError
 from .redact import RedactingFilter
 from .scan import LibraryUnavailable
 

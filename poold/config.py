@@ -18,6 +18,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InsecureURL, check_base_url
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.promoonly.com"
@@ -305,8 +307,6 @@ class _Parser:
 
     def pool(self, table: dict) -> PoolConfig:
         base_url = self.string("pool", "base_url", table, DEFAULT_BASE_URL).rstrip("/")
-        from .pool import check_base_url, InsecureURL  # the URL rule lives with the client
-
         try:
             check_base_url(base_url)
         except InsecureURL as exc:

@@ -28,12 +28,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import RequestsConfig
+from .errors import PoolError, RejectedError, TransientError
 from .integrity import NOT_REQUESTABLE
-from .pool import PoolClient, PoolError, RejectedError, TransientError
 from .scan import AuditReport
 from .state import FINAL_REQUEST_STATES, Incident, OutboxRequest, State
+
+if TYPE_CHECKING:
+    from .pool import PoolClient
 
 log = logging.getLogger(__name__)
 

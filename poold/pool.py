@@ -1,14 +1,8 @@
-"""The POOL API client: tokens, the redownload request, an error taxonomy, one retry policy.
+"""The POOL API client: tokens, the redownload request, one retry policy.
 
-Errors fall in three kinds, and the outbox treats each differently:
-
-* :class:`TransientError` - connection trouble, timeouts, HTTP 5xx, 408, 429, or an
-  answer that is not the API's JSON: retried here with backoff (a bounded number of
-  attempts), then left pending for the next drain.
-* :class:`RejectedError` - the service said no (another 4xx, or ``"result"`` other than
-  success): the request is settled as rejected and not sent again.
-* :class:`PoolError` (the base) - a set-up problem such as refused credentials or an
-  expired static token: nothing is settled, the user has to act.
+Failures are raised as the error kinds of :mod:`poold.errors`; transient ones are
+retried here with backoff (a bounded number of attempts), then left pending for the
+next drain.
 
 No message, log line or URL made here ever contains the token, the API key or secret,
 or the Authorization header: the token travels only inside the Bearer value.
@@ -19,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
-import ipaddress
 import logging
 import threading
 import time
@@ -31,40 +24,14 @@ import tenacity
 
 from . import __version__
 from .config import PoolConfig, Secret
-from .redact import redact, register_secret
+from .errors import InsecureURL, PoolError, RejectedError, TransientError, check_base_url  # noqa: F401 (re-exported)
+from .redact import register_secret
 
 log = logging.getLogger(__name__)
 
 AUTHENTICATE = "/user/authenticate"
 REDOWNLOAD = "/download/redownload_request"
 MAX_RETRY_AFTER = 300.0
-
-
-class InsecureURL(ValueError):
-    """A base URL that would send credentials in clear text."""
-
-
-class PoolError(Exception):
-    """A failure talking to the POOL API; the message is safe to show, log and store.
-
-    Messages are redacted on construction as well: some include text from the server's
-    answer, and a server (or a proxy) might echo credentials back.
-    """
-
-    def __init__(self, message: str):
-        super().__init__(redact(message))
-
-
-class TransientError(PoolError):
-    """A failure that may pass: worth sending the same request again later."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class RejectedError(PoolError):
-    """The service refused the request itself; sending it again would not help."""
 
 
 @dataclass(frozen=True)
@@ -75,25 +42,6 @@ class RequeueResult:
     @property
     def complete(self) -> bool:
         return self.requeued is not None and self.requeued >= self.sent
-
-
-def check_base_url(url: str) -> None:
-    """Refuse plain http:// except on a loopback address (tests and the local sandbox)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
-        return
-    raise InsecureURL(f"{url!r} is not an https:// URL (plain http:// is allowed only for 127.0.0.1 or ::1)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
