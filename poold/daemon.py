@@ -783,6 +783,7 @@ class Daemon:
         if now < self.next_full_check and not quiet:
             return
         self.check_running, self.recheck_from = True, None
+        self.next_full_check = float("inf")  # a request for another check meanwhile sets it again
         self.check_thread = threading.Thread(target=self._full_check, args=(self.config,), name="poold-full-check",
                                              daemon=True)
         self.check_thread.start()
@@ -803,15 +804,16 @@ class Daemon:
     def _on_full_check_done(self, outcome: app.AuditOutcome | None, error: Exception | None, now: float) -> None:
         self.check_running = False
         self.full_checks += 1
-        interval = self.config.watch.rescan_interval
-        self.next_full_check = now + interval * random.uniform(1 - RESCAN_JITTER, 1 + RESCAN_JITTER)
+        if self.next_full_check == float("inf"):  # else another check was asked for while this one ran
+            interval = self.config.watch.rescan_interval
+            self.next_full_check = now + interval * random.uniform(1 - RESCAN_JITTER, 1 + RESCAN_JITTER)
         if isinstance(error, LibraryUnavailable):
             self._enter_guard(str(error))
         elif isinstance(error, ManifestError):
             self._manifest_failed(error)
         elif error is not None:
             log.error("the full check failed: %s: %s", type(error).__name__, error)
-            self.next_full_check = now + FULL_CHECK_RETRY
+            self.next_full_check = min(self.next_full_check, now + FULL_CHECK_RETRY)
         elif outcome.report.guard:
             self._on_guarded_full_check(outcome.report, now)
         else:

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 import media
-from poold.manifest import read_manifest
+from poold.config import load
+from poold.daemon import Backoff, Library, LibraryGuard, confirmed_batches, rewrite_manifest
+from poold.manifest import Track, read_manifest
 from poold.sandbox import Sandbox, slow
 from poold.state import State
 
@@ -77,13 +79,13 @@ class Setup:
         temporary.write_text(json.dumps({"tracks": rows}, indent=1))
         os.replace(temporary, self.manifest)
 
-    def write_config(self, library: str = "", guard: str = "") -> None:
+    def write_config(self, library: str = "", guard: str = "", watch: str = "") -> None:
         self.config.write_text(
             f'[library]\nroot = "library"\nmanifest = "manifest.json"\n{library}\n'
             f'[pool]\nbase_url = "{self.base_url}"\nuserid = {USERID}\n'
             f'api_key = "{API_KEY}"\napi_secret = "{API_SECRET}"\n'
             f'[state]\ndir = "state"\n'
-            f'[watch]\nsettle_seconds = {SETTLE}\n'
+            f'[watch]\nsettle_seconds = {SETTLE}\n{watch}\n'
             f'[guard]\n{guard}\n')
         self.config.chmod(0o600)
 
@@ -170,9 +172,11 @@ def delete_sentinel(setup: Setup, daemon: Daemon, sandbox: Sandbox, trackid: int
 # --- the tests -------------------------------------------------------------------------
 
 @pytest.mark.timeout(40)
-def test_deleted_and_truncated_tracks_are_requested_once(setup, start, sandbox):
+@pytest.mark.parametrize("mode", ["native", "poll"])
+def test_deleted_and_truncated_tracks_are_requested_once(setup, start, sandbox, mode):
+    setup.write_config(watch=f'mode = "{mode}"')
     daemon = start()
-    daemon.wait_watching()
+    assert daemon.wait_watching()["watch_mode"] == mode
     deleted, truncated = FIRST_ID + 1, FIRST_ID + 4
     setup.path(deleted).unlink()
     media.truncate(str(setup.path(truncated)), 0.5)
@@ -341,11 +345,6 @@ def test_manifest_changes_are_followed_and_a_bad_one_is_not_used(setup, start, s
 
 
 # --- the daemon's pure pieces -------------------------------------------------------------
-
-from poold.config import load  # noqa: E402
-from poold.daemon import Backoff, Library, LibraryGuard, confirmed_batches, rewrite_manifest  # noqa: E402
-from poold.manifest import Track  # noqa: E402
-
 
 class FakeDisk:
     """The root's device and the mount point above it, as the guard sees them."""
