@@ -7,9 +7,11 @@ import os
 import random
 import shutil
 import struct
+from fractions import Fraction
 
 import av
 import mutagen.mp4
+import numpy as np
 import pytest
 
 import media
@@ -42,12 +44,32 @@ def box_offset(path: str, box_type: bytes) -> int:
     return next(offset for btype, offset, _size in top_level_boxes(path) if btype == box_type)
 
 
-def add_cover(path: str) -> None:
-    """200 KB of cover art through mutagen, which rewrites 'moov' and shifts 'stco'."""
-    tags = mutagen.mp4.MP4(path)
-    tags["covr"] = [mutagen.mp4.MP4Cover(random.Random(1).randbytes(200_000), mutagen.mp4.MP4Cover.FORMAT_JPEG)]
-    tags["\xa9nam"] = ["Cover test"]
-    tags.save()
+def encode_image(codec: str, pix_fmt: str, side: int) -> bytes:
+    """A real image of noise, encoded by FFmpeg's MJPEG or PNG encoder (one frame = one file)."""
+    context = av.CodecContext.create(codec, "w")
+    context.width, context.height, context.pix_fmt = side, side, pix_fmt
+    context.time_base = Fraction(1, 25)
+    noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(noise, format="rgb24").reformat(format=pix_fmt)
+    return b"".join(bytes(packet) for packet in context.encode(frame) + context.encode(None))
+
+
+JPEG = encode_image("mjpeg", "yuvj420p", 500)  # about 150 KB: more than the 64 KiB windows
+PNG = encode_image("png", "rgb24", 160)  # about 77 KB
+
+
+def cover_adder(image: bytes = JPEG, image_format=mutagen.mp4.MP4Cover.FORMAT_JPEG, padding: int | None = None):
+    """Cover art through mutagen, which rewrites 'moov' and shifts 'stco'. By default mutagen
+    leaves a 'free' box of padding after 'ilst'; ``padding=0`` puts the image last in 'moov'."""
+    def add(path: str) -> None:
+        tags = mutagen.mp4.MP4(path)
+        tags["covr"] = [mutagen.mp4.MP4Cover(image, image_format)]
+        tags["\xa9nam"] = ["Cover test"]
+        tags.save(padding=None if padding is None else (lambda _info: padding))
+    return add
+
+
+add_cover = cover_adder()
 
 
 def insert_free_before_moov(path: str, size: int = 4096) -> None:
@@ -107,6 +129,17 @@ VARIANTS = {
     "m4a_cover": ("m4a", {}, add_cover),
     "m4a_faststart_cover": ("m4a_faststart", {}, add_cover),
     "mp4_cover": ("mp4", {}, add_cover),
+    "mp4_faststart_cover": ("mp4_faststart", {}, add_cover),
+    "m4a_cover_last": ("m4a", {}, cover_adder(padding=0)),
+    "mp4_cover_last": ("mp4", {}, cover_adder(padding=0)),
+    "m4a_png_cover": ("m4a", {}, cover_adder(PNG, mutagen.mp4.MP4Cover.FORMAT_PNG)),
+    "m4a_png_cover_last": ("m4a", {}, cover_adder(PNG, mutagen.mp4.MP4Cover.FORMAT_PNG, padding=0)),
+    # Writers sometimes pad an image after its end marker: a few bytes, or a block of zeros.
+    "m4a_jpeg_padded": ("m4a", {}, cover_adder(JPEG + b"\r\n\0", padding=0)),
+    "m4a_jpeg_zero_padded": ("m4a", {}, cover_adder(JPEG + bytes(4096), padding=0)),
+    "m4a_png_zero_padded": ("m4a", {}, cover_adder(PNG + bytes(1000), mutagen.mp4.MP4Cover.FORMAT_PNG, padding=0)),
+    # Not an image at all, labelled JPEG, ending in zeros: nothing to judge by.
+    "m4a_mislabelled_cover": ("m4a", {}, cover_adder(b"BM" + bytes(5000), padding=0)),
     "m4a_free_padding": ("m4a", {}, insert_free_before_moov),
     "mp4_free_at_end": ("mp4_faststart", {}, lambda p: append(p, struct.pack(">I4s", 2048, b"free") + bytes(2040))),
     "m4a_id3v1": ("m4a", {}, lambda p: append(p, id3v1())),
@@ -241,6 +274,46 @@ def test_small_zero_tail_is_caught(copy_of, name, fraction):
     path = copy_of(name)
     media.zero_tail(path, fraction)
     assert_corrupt(path, "zero_filled")
+
+
+COVER_VARIANTS = ("m4a_cover", "m4a_faststart_cover", "mp4_cover", "mp4_faststart_cover", "m4a_cover_last",
+                  "mp4_cover_last", "m4a_png_cover", "m4a_png_cover_last")
+
+
+@pytest.mark.parametrize("fraction", (0.05,) + ZERO_TAILS)
+@pytest.mark.parametrize("name", COVER_VARIANTS)
+def test_zero_tail_over_cover_art_is_caught(copy_of, name, fraction):
+    """With 'moov' last, the zeros may land only in the cover art and the padding after it."""
+    path = copy_of(name)
+    media.zero_tail(path, fraction)
+    assert_corrupt(path, "zero_filled")
+
+
+def zero_image_tail(path: str, image: bytes, keep: int) -> None:
+    """Zero the stored image from ``keep`` bytes into it up to its end, nothing else."""
+    with open(path, "r+b") as f:
+        at = f.read().index(image[:64]) + keep
+        f.seek(at)
+        f.write(bytes(len(image) - keep))
+
+
+@pytest.mark.parametrize("name, image", [("m4a_cover", JPEG), ("m4a_cover_last", JPEG),
+                                         ("m4a_faststart_cover", JPEG), ("m4a_png_cover", PNG)])
+@pytest.mark.parametrize("keep", [0, 3, 1000, -300])
+def test_zero_filled_image_is_caught(copy_of, name, image, keep):
+    """Only the image's tail is zero, boxes and padding intact: its end marker is missing.
+    ``keep=0`` zeroes even the signature: the data atom's type says what it was."""
+    path = copy_of(name)
+    zero_image_tail(path, image, keep % len(image))
+    verdict = assert_corrupt(path, "zero_filled")
+    assert "image in the 'covr' metadata item" in verdict.detail
+
+
+def test_short_zero_run_in_an_image_is_not_judged(copy_of):
+    """Under IMAGE_ZERO_RUN zeros at the end of an image without its marker: not enough to tell."""
+    path = copy_of("m4a_cover")
+    zero_image_tail(path, JPEG, len(JPEG) - 200)
+    assert check_file(path).status == "ok"
 
 
 def test_zero_hole_in_the_middle_of_fast_start_media(copy_of):

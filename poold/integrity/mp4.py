@@ -23,7 +23,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
-from .base import UNCHECKED, Damage, Source, Verdict, is_zero, ok
+from .base import UNCHECKED, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .tags import trailing_tags_start
 
 FORMAT = "mp4"
@@ -49,6 +49,25 @@ CONTAINERS = {
     b"stbl": (), b"dinf": (), b"edts": (), b"mvex": (), b"udta": (),
     b"moof": (b"traf",), b"traf": (),
 }
+
+# iTunes-style metadata: a 'meta' box (in 'moov' or 'moov'/'udta') holding 'ilst', whose items
+# hold 'data' atoms: a type indicator (type set byte 0 = well-known types, then a 24-bit type),
+# a 4-byte locale, then the value (QTFF "Metadata": "Data atom", "Well-known types").
+DATA_HEADER = 8
+# Images and how each must end, recognised by their signature or, when zeros replaced even
+# that, by the data atom's well-known type (13 JPEG, 14 PNG):
+# - JPEG: SOI FF D8 then a marker; the last marker is EOI FF D9 (ITU-T T.81 B.2.1).
+# - PNG: the 8-byte signature (PNG 5.2); the last chunk is IEND: length 0, "IEND", CRC AE 42 60 82
+#   (PNG 11.2.5). Only its type and CRC are looked for: zero-stripping eats the zero length.
+IMAGE_FORMATS = (
+    ("JPEG", b"\xff\xd8\xff", b"\xff\xd9", 13),
+    ("PNG", b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82", 14),
+)
+# An image counts as zero-filled only when it ends in at least IMAGE_ZERO_RUN zero bytes and,
+# those stripped, its end marker is not among the last bytes (IMAGE_END_SLACK bytes of leeway):
+# some writers pad an image after its end marker, with zeros or a few other bytes.
+IMAGE_ZERO_RUN = 256
+IMAGE_END_SLACK = 16
 
 # Zero-sample probe: the last few samples of each track plus a few spread through it, and
 # in fragmented files the last samples of each track run of a few fragments.
@@ -192,6 +211,7 @@ def _check(src: Source) -> Verdict:
         raise Damage("truncated", "no 'moov' box (the index a player needs): the download stopped before it was written")
     buf = _read_body(src, moov)
     _validate_containers(buf, 0, len(buf), b"moov", "the movie index ('moov')")
+    _check_metadata(buf, moov.body, src.size)
     tracks = [track for track in _tracks(buf) if track is not None]
     placer, probe = _Placer(src, boxes), _Probe(src)
     for track in tracks:
@@ -353,6 +373,91 @@ def _path(buf: bytes, span: tuple[int, int] | None, *types: bytes) -> tuple[int,
             return None
         span = _child(buf, span[0], span[1], btype)
     return span
+
+
+# --- metadata inside moov ----------------------------------------------------------------
+
+def _check_metadata(buf: bytes, base: int, file_size: int) -> None:
+    """Zero-filled metadata: when 'moov' is written last, a zero-filled tail may reach only
+    the metadata at its end (cover art, padding), leaving every sample intact.
+
+    Two proofs: zeros where a box header of 'udta', 'meta', 'ilst' or an item should be,
+    running to the end of 'moov' (box types are printable, ISOBMFF 4.2); and a cover image
+    whose data ends in zeros instead of its format's end marker. ``base`` is the file
+    offset of ``buf``, the body of 'moov'.
+    """
+    for item, body, end in _metadata_items(buf, base, file_size):
+        for child, data, data_end in _metadata_children(buf, body, end, base, file_size):
+            if child == b"data":
+                _check_image(buf, data, data_end, item, base, file_size)
+
+
+def _metadata_items(buf: bytes, base: int, file_size: int) -> list[tuple[bytes, int, int]]:
+    """(type, body start, end) of each item in the 'ilst' of 'moov'/'meta' or 'moov'/'udta'/'meta'."""
+    moov_children = _children(buf, 0, len(buf))  # already validated
+    metas = [(body, end) for btype, body, end in moov_children if btype == b"meta"]
+    for btype, body, end in moov_children:
+        if btype == b"udta":
+            metas += [(b, e) for t, b, e in _metadata_children(buf, body, end, base, file_size) if t == b"meta"]
+    items = []
+    for body, end in metas:
+        start = _meta_children_start(buf, body, end, base, file_size)
+        for btype, list_body, list_end in _metadata_children(buf, start, end, base, file_size):
+            if btype == b"ilst":
+                items += _metadata_children(buf, list_body, list_end, base, file_size)
+    return items
+
+
+def _meta_children_start(buf: bytes, body: int, end: int, base: int, file_size: int) -> int:
+    """Where the children of 'meta' start: it is a full box in ISOBMFF (8.11.1) and iTunes
+    files, a plain container in QuickTime (QTFF "Metadata atoms"); its first child is 'hdlr'.
+    Neither layout: ``end`` (nothing to read), unless zeros fill it to the end of 'moov'."""
+    if buf[body + 4:body + 8] == b"hdlr":
+        return body
+    if buf[body + 8:body + 12] == b"hdlr":
+        return body + 4
+    _zero_to_end_of_moov(buf, body, base, file_size)
+    return end
+
+
+def _metadata_children(buf: bytes, start: int, end: int, base: int, file_size: int) -> list[tuple[bytes, int, int]]:
+    """The boxes filling a metadata box. Metadata is free-form enough that a box which does
+    not fit is only evidence when zeros run from it to the end of 'moov'; otherwise its
+    siblings are left unread."""
+    try:
+        return _children(buf, start, end)
+    except _Malformed as problem:
+        _zero_to_end_of_moov(buf, problem.offset, base, file_size)
+        return []
+
+
+def _zero_to_end_of_moov(buf: bytes, offset: int, base: int, file_size: int) -> None:
+    """Raise zero_filled when ``buf`` is all zeros from ``offset`` to its end."""
+    zeros_from = len(buf) - zero_run_at_end(buf)
+    if zeros_from <= offset < len(buf):
+        raise Damage("zero_filled", f"the movie index ('moov') is zero from byte {base + zeros_from:,} "
+                                    f"({_percent(base + zeros_from, file_size)} into the file) to its end, "
+                                    "where metadata boxes should be")
+
+
+def _check_image(buf: bytes, body: int, end: int, item: bytes, base: int, file_size: int) -> None:
+    """A JPEG or PNG in a 'data' atom must end with its end marker (see :data:`IMAGE_FORMATS`);
+    ending in a run of zeros without it, the image was cut and zero-filled."""
+    if end - body < DATA_HEADER + IMAGE_ZERO_RUN or buf[end - 1] != 0:
+        return
+    well_known = int.from_bytes(buf[body + 1:body + 4], "big") if buf[body] == 0 else None
+    image = bytes(buf[body + DATA_HEADER:end])
+    kept = image.rstrip(b"\0")
+    zeros = len(image) - len(kept)
+    if zeros < IMAGE_ZERO_RUN:
+        return
+    for name, signature, end_marker, type_code in IMAGE_FORMATS:
+        recognised = image.startswith(signature) or (well_known == type_code and signature.startswith(kept))
+        if recognised and end_marker not in kept[-(len(end_marker) + IMAGE_END_SLACK):]:
+            zero_start = base + body + DATA_HEADER + len(kept)
+            raise Damage("zero_filled", f"the {len(image):,}-byte {name} image in the '{_fourcc(item)}' metadata "
+                                        f"item ends in {zeros:,} zero bytes instead of its end marker: zero "
+                                        f"from byte {zero_start:,} ({_percent(zero_start, file_size)} into the file)")
 
 
 def _movie_duration(buf: bytes, fragmented: bool) -> float | None:
