@@ -44,7 +44,7 @@ from .config import Config, ConfigError, load
 from .integrity.base import CORRUPT, OK
 from .manifest import FORMATS, ManifestError, Track, count_tracks, read_manifest
 from .notify import Notifier, configure_service_logging, watchdog_interval
-from .pool import PoolError
+from .errors import PoolError
 from .scan import MISSING, Finding, LibraryUnavailable, check_track, library_problem
 from .state import State
 from .watch import (Change, LibraryWatcher, Settler, Undecided, find_move, is_ignored, mount_point, signature,
@@ -445,9 +445,7 @@ class Daemon:
         self.reload_requested = True
 
     def _start(self) -> None:
-        self.state = State(self.config.state.dir)
-        if recovered := self.state.recover_unconfirmed():
-            log.warning("%d request(s) interrupted by the last shutdown are pending again", recovered)
+        self.state = State(self.config.state.dir)  # requests interrupted by a crash: filing.drain resends them
         self._reload_manifest(judge_changes=False)
         self.drainer.start()
         self._check_health(time.monotonic())
@@ -462,6 +460,7 @@ class Daemon:
         log.info("stopping")
         if self.watcher is not None:
             self.watcher.stop(timeout=1.0)
+        # Still sending: the drain thread holds the outbox lock, so the request marked sent is ours.
         if not self.drainer.stop(SHUTDOWN_DRAIN_WAIT) and (rolled := self.state.recover_unconfirmed()):
             log.warning("%d request(s) in flight rolled back to pending: they are sent again at the next start", rolled)
         if self.check_thread is not None:
@@ -764,7 +763,8 @@ class Daemon:
             self._announce_dry_run(batches)
             return
         for request_id, batch in zip(filing.enqueue(self.state, batches), batches):
-            log.info("request %d queued: tracks %s, \"%s\"", request_id, batch.trackids, batch.reason)
+            if request_id is not None:  # None: another poold process queued these tracks first
+                log.info("request %d queued: tracks %s, \"%s\"", request_id, batch.trackids, batch.reason)
         self._kick_drain(time.monotonic())
 
     def _announce_dry_run(self, batches: list[filing.Batch]) -> None:
