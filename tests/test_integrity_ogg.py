@@ -211,6 +211,55 @@ def test_flipped_bit_fails_the_page_crc(copy_of, page_index):
     assert (result.status, result.reason) == (CORRUPT, "crc_mismatch"), result
 
 
+def damage_last_page(path, at: int, value: bytes, last_byte: bytes | None = None) -> int:
+    """Overwrite bytes of the last page's header (``at`` from its start), keeping its CRC
+    field as it was; optionally set the file's last byte. Returns the page's offset."""
+    offset, _end, _granule = pages(path)[-1]
+    with open(path, "r+b") as handle:
+        handle.seek(offset + at)
+        handle.write(value)
+        if last_byte is not None:
+            handle.seek(-1, os.SEEK_END)
+            handle.write(last_byte)
+    return offset
+
+
+def largest_lacing_index(path) -> int:
+    offset, _end, _granule = pages(path)[-1]
+    with open(path, "rb") as handle:
+        handle.seek(offset + 26)
+        lacing = handle.read(handle.read(1)[0])
+    return lacing.index(max(lacing))
+
+
+@pytest.mark.parametrize("name", ["vorbis_30s", "opus_30s", "flac_30s"])
+@pytest.mark.parametrize("shorter", [1, 64])
+def test_damaged_segment_table_is_a_damaged_page(copy_of, name, shorter):
+    """A flipped bit in the last page's segment table ends the page early: the bytes left
+    over are that page's own, not trailing data or a zero fill (here the very last byte is
+    zero, as in a benchmark run that read "1 zero bytes follow the last Ogg page")."""
+    path = copy_of(name)
+    index = largest_lacing_index(path)
+    with open(path, "rb") as handle:
+        handle.seek(pages(path)[-1][0] + 27 + index)
+        value = handle.read(1)[0]
+    offset = damage_last_page(path, 27 + index, bytes([value - shorter]), last_byte=b"\0")
+    result = verdict(path)
+    assert (result.status, result.reason) == (CORRUPT, "crc_mismatch"), result
+    assert f"byte {offset:,}" in result.detail
+
+
+@pytest.mark.parametrize("name", ["vorbis_30s", "opus_30s", "flac_30s"])
+def test_damaged_capture_pattern_of_the_last_page(copy_of, name):
+    """The page before it is whole; what follows is the next page of the stream, its
+    capture pattern hit: a damaged page, not non-Ogg trailing data."""
+    path = copy_of(name)
+    offset = damage_last_page(path, 1, b"x")
+    result = verdict(path)
+    assert (result.status, result.reason) == (CORRUPT, "bad_structure"), result
+    assert f"byte {offset:,}" in result.detail and "capture pattern" in result.detail
+
+
 def test_flac_granule_short_of_streaminfo_total(copy_of):
     """FLAC-in-Ogg: the last granule must reach STREAMINFO's total sample count."""
     path = copy_of("flac_1s")

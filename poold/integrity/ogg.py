@@ -12,6 +12,7 @@ Ogg (RFC 3533) is a sequence of pages, each with a capture pattern, an explicit 
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ HEADER_BUDGET = 16 * 1024 * 1024
 PACKET_PREFIX = 64  # bytes kept of each header packet: enough for every identification header
 # A zero run this long at the end is a zero-filled tail, not a chance ending of a page.
 ZERO_RUN = 64
+# A page header ("OggS", version 0) with any one byte of its capture pattern damaged.
+NEAR_CAPTURE = re.compile(rb"(?=.ggS\0|O.gS\0|Og.S\0|Ogg.\0)", re.S)
 OPUS_RATE = 48000  # RFC 7845 section 4: Opus granule positions count 48 kHz samples
 
 
@@ -173,6 +176,10 @@ def _diagnose_end(src: Source) -> Damage:
     if zeros >= ZERO_RUN:
         at_least = "at least " if zeros == len(data) else ""
         return Damage("zero_filled", f"the file ends in {at_least}{zeros:,} zero bytes instead of an Ogg page")
+    damaged = _page_with_damaged_capture(data, base, src.size)
+    if damaged is not None:
+        return Damage("bad_structure", f"the last page (#{damaged.sequence:,}, byte {damaged.offset:,}) has a "
+                                       "damaged capture pattern")
     pos = data.rfind(CAPTURE)
     if pos < 0:
         return Damage("bad_structure", f"no Ogg page in the last {len(data):,} bytes of the file")
@@ -184,10 +191,36 @@ def _diagnose_end(src: Source) -> Damage:
                                    f"{page.end - page.offset:,} bytes but the file ends after {src.size - page.offset:,}")
     if page.end == src.size:
         return Damage("crc_mismatch", f"the last page (#{page.sequence:,}) fails its CRC-32")
-    rest = data[page.end - base:]
+    return _diagnose_after_page(data, base, page)
+
+
+def _diagnose_after_page(data: bytes, base: int, page: Page) -> Damage:
+    """What the bytes after the last capture pattern's page are, when that page ends before
+    the end of the file (``data`` holds the file's tail from offset ``base``)."""
+    pos, rest = page.offset - base, data[page.end - base:]
+    if not crc_matches(data[pos:page.end - base]):
+        # The lengths in its segment table are part of the CRC (RFC 3533 section 6): a damaged
+        # table moves the page's end, so this is one damaged page, not a page plus extra bytes.
+        return Damage("crc_mismatch", f"the last page (#{page.sequence:,}, byte {page.offset:,}) fails its "
+                                      f"CRC-32: its damaged header ends it {len(rest):,} byte(s) short of "
+                                      "the end of the file")
     if is_zero(rest):
         return Damage("zero_filled", f"{len(rest):,} zero bytes follow the last Ogg page")
     return Damage("trailing_data", f"{len(rest):,} bytes of non-Ogg data follow the last page")
+
+
+def _page_with_damaged_capture(data: bytes, base: int, end: int) -> Page | None:
+    """A page header whose capture pattern has one wrong byte but whose segment table ends
+    the page exactly at ``end``: the last page, its capture pattern hit. Version 0 and a
+    page length matching to the byte are not chance (RFC 3533 section 6)."""
+    for match in NEAR_CAPTURE.finditer(data):
+        pos = match.start()
+        if data[pos:pos + 4] == CAPTURE:
+            continue
+        page = parse_page_header(CAPTURE + data[pos + 4:pos + PAGE_HEADER + MAX_LACING], 0, base + pos)
+        if page is not None and page.end == end:
+            return page
+    return None
 
 
 # --- the header packets ------------------------------------------------------------------
