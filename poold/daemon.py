@@ -405,6 +405,7 @@ class Daemon:
         self.root_problem: str | None = None  # the guard, for a missing / unmounted / unmarked library
         self.fraction_problem: str | None = None  # the guard, for too much of the manifest missing
         self.manifest_error: str | None = None
+        self.watch_error: str | None = None
         self.pool_problem: str | None = None
         self.check_running = False
         self.recheck_from: float | None = None  # fraction guard: check in full once quiet since then
@@ -560,15 +561,29 @@ class Daemon:
             log.warning("the file watcher stopped (observer thread ended or the root changed): "
                         "restarting it and checking the library in full, as events may have been lost")
             self.next_full_check = now
+        # Native events can fail to start (inotify's watch limit on a huge library): poll then.
+        for mode in dict.fromkeys((self.config.watch.mode, "poll")):
+            watcher = self._new_watcher(mode)
+            try:
+                watcher.start()
+            except OSError as exc:
+                self._report_watch_error(f"cannot watch {self.config.library.root} with the {watcher.mode} "
+                                         f"observer: {exc}")
+                continue
+            self.watcher, self.watch_error = watcher, None
+            return
+
+    def _new_watcher(self, mode: str) -> LibraryWatcher:
         config = self.config
-        self.watcher = LibraryWatcher(config.library.root, config.library.manifest, config.watch.mode,
-                                      config.watch.settle_seconds, lambda change: self.post(("change", change)),
-                                      lambda message: self.post(("trouble", message)))
-        try:
-            self.watcher.start()
-        except OSError as exc:
-            log.error("cannot watch %s: %s", config.library.root, exc)
-            self.watcher = None
+        return LibraryWatcher(config.library.root, config.library.manifest, mode, config.watch.settle_seconds,
+                              lambda change: self.post(("change", change)),
+                              lambda message: self.post(("trouble", message)))
+
+    def _report_watch_error(self, message: str) -> None:
+        """Log a failure to watch once, not at every health check that retries."""
+        if message != self.watch_error:
+            log.error("%s", message)
+        self.watch_error = message
 
     def _on_trouble(self, message: str, now: float) -> None:
         log.warning("the file watcher reported trouble (%s): checking the library in full, events may be lost", message)

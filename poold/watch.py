@@ -415,14 +415,19 @@ class LibraryWatcher:
         self._identity: tuple[int, int] | None = None
 
     def start(self) -> None:
-        """Start watching; raises OSError when the root cannot be watched."""
+        """Start watching; raises OSError when the root cannot be watched (e.g. inotify's limit)."""
         observer = PollingObserver(timeout=self.interval) if self.mode == "poll" else Observer()
         forwarder = _Forwarder(self.on_change)
-        info = self.root.stat()
-        observer.schedule(forwarder, str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
-        self._schedule_manifest(observer, forwarder)
-        logging.getLogger("watchdog").addHandler(self._hook)
-        observer.start()
+        try:
+            info = self.root.stat()
+            observer.schedule(forwarder, str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
+            self._schedule_manifest(observer, forwarder)
+            logging.getLogger("watchdog").addHandler(self._hook)
+            observer.start()
+        except OSError:
+            logging.getLogger("watchdog").removeHandler(self._hook)
+            observer.stop()  # the inotify observer runs a reader thread from its creation on
+            raise
         self._observer, self._identity = observer, (info.st_dev, info.st_ino)
         log.info("watching %s with the %s observer: %s", self.root, self.mode, self.why)
 

@@ -9,8 +9,10 @@ once its request has arrived any wrong request would have arrived too.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import threading
 import os
 import shutil
 import signal
@@ -24,10 +26,11 @@ import pytest
 
 import media
 from poold.config import load
-from poold.daemon import Backoff, Library, LibraryGuard, confirmed_batches, rewrite_manifest
+from poold.daemon import Backoff, Daemon as Service, Library, LibraryGuard, confirmed_batches, rewrite_manifest
 from poold.manifest import Track, read_manifest
 from poold.sandbox import Sandbox, slow
 from poold.state import State
+from poold.watch import LibraryWatcher
 
 USERID, API_KEY, API_SECRET = 4321, "test-api-key-0001", "test-api-secret-0001"
 SETTLE = 1.0
@@ -435,3 +438,23 @@ def test_only_tracks_the_daemon_confirmed_are_filed(setup):
         batches = confirmed_batches(state, config, {2, 3, 4})
     assert [(b.cause, b.trackids) for b in batches] == [("missing", [2, 3]), ("truncated", [4])]
     assert "2 files missing" in batches[0].reason and "1 file truncated" in batches[1].reason
+
+
+def test_native_watch_failure_falls_back_to_polling(setup, monkeypatch):
+    real_start = LibraryWatcher.start
+
+    def start(watcher):
+        if watcher.mode == "native":
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        real_start(watcher)
+
+    monkeypatch.setattr(LibraryWatcher, "start", start)
+    threads_before = threading.active_count()
+    service = Service(setup.config)
+    try:
+        service._restart_watcher(time.monotonic(), died=False)
+        assert service.watcher.mode == "poll" and service.watcher.alive()
+    finally:
+        service._stop_watcher()
+        service.waker.close()
+    assert threading.active_count() == threads_before

@@ -298,3 +298,14 @@ def test_watchdog_warnings_are_reported_as_trouble(tmp_path):
         watcher.stop()
     logging.getLogger("watchdog.observers.inotify_c").warning("after stop: not reported")
     assert troubles == ["Inotify queue overflowed; filesystem events were lost"]
+
+
+def test_a_watcher_that_cannot_start_leaves_no_thread_behind(tmp_path):
+    import threading
+
+    before = threading.active_count()
+    watcher = LibraryWatcher(tmp_path / "unplugged", tmp_path / "manifest.json", "native", 1.0,
+                             lambda c: None, lambda m: None)
+    with pytest.raises(FileNotFoundError):
+        watcher.start()
+    assert threading.active_count() == before and not watcher.alive()
