@@ -91,8 +91,7 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
         )
         state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)
         outcome = AuditOutcome(report)
-        if report.guard:
-            log.error("library guard: %s", report.guard)
+        if report.guard:  # the caller reports it: the CLI in its output, the daemon in its log
             return outcome
         filing.record(state, report)
         if request:
