@@ -5,7 +5,6 @@ The CLI and the daemon both call these; neither holds logic of its own.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,6 @@ from .state import OutboxRequest, State
 if TYPE_CHECKING:
     from .pool import PoolClient
 
-log = logging.getLogger(__name__)
 
 
 class SetupError(Exception):
