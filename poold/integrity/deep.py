@@ -387,13 +387,12 @@ def _decode_streams(av, container, decode_video: bool) -> _Decoded:
     for stream in video if decode_video else []:
         stream.thread_type = "AUTO"
     video_end = {}
-    position = "the start"
+    packet = None  # the position string is built only for an error message: it is costly per packet
     try:
         # PyAV ends the demux with an empty packet per stream, which flushes its decoder.
         for packet in container.demux(*(audio + video)):
-            position = _where(packet)
             if packet.is_corrupt:
-                raise Damage("decode_error", f"the container marks the packet at {position} as corrupt")
+                raise Damage("decode_error", f"the container marks the packet at {_where(packet)} as corrupt")
             if packet.stream.type == "audio":
                 _decode_audio(packet, tallies[packet.stream.index])
                 continue
@@ -403,9 +402,9 @@ def _decode_streams(av, container, decode_video: bool) -> _Decoded:
             if decode_video:
                 decoded.video_frames += len(packet.decode())
     except _data_errors(av) as exc:
-        raise Damage("decode_error", f"decoding failed at {position}: {_ffmpeg_message(exc)}") from exc
+        raise Damage("decode_error", f"decoding failed at {_where(packet)}: {_ffmpeg_message(exc)}") from exc
     except av.error.FFmpegError as exc:
-        raise _Undecodable(f"FFmpeg could not decode it at {position}: {_ffmpeg_message(exc)}") from exc
+        raise _Undecodable(f"FFmpeg could not decode it at {_where(packet)}: {_ffmpeg_message(exc)}") from exc
     decoded.video_seconds = max(video_end.values(), default=0.0)
     return decoded
 
@@ -431,6 +430,8 @@ def _packet_end(packet, current: float) -> float:
 
 
 def _where(packet) -> str:
+    if packet is None:
+        return "the start"
     if not packet.size:
         return f"the end of {packet.stream.type} stream {packet.stream.index}"
     if packet.pts is not None and packet.time_base is not None:
