@@ -196,3 +196,30 @@ def test_secrets_from_environment_reach_the_server(capsys, make_library, sandbox
     library.paths[1001].unlink()
     code, _, err = run(capsys, "audit", "--request", "--config", str(library.config_path))
     assert code == 1 and sandbox.requeued == {1001: 1}, err
+
+
+def test_progress_line_appears_after_two_seconds_with_total_rate_and_eta(capsys, tmp_path):
+    from poold.cli import Progress
+    from poold.scan import Finding
+
+    manifest = tmp_path / "m.csv"
+    write_manifest(manifest, [{"trackid": n, "path": f"{n}.mp3"} for n in range(1, 101)])
+    now = [0.0]
+    progress = Progress(manifest, clock=lambda: now[0])
+    ok = Finding(1, "1.mp3", "ok", "ok", "")
+    bad = Finding(2, "2.mp3", "corrupt", "truncated", "")
+    for _ in range(10):
+        progress.update(ok)
+    assert capsys.readouterr().err == ""  # nothing during the first 2 s
+    now[0] = 2.5
+    progress.update(bad)
+    line = capsys.readouterr().err
+    assert "checked 11 of ~100 tracks" in line and "1 problems so far" in line and "s left" in line
+    progress.close()
+    assert capsys.readouterr().err == "\r\x1b[K"
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(capsys, make_library):
+    library = make_library(["mp3"])
+    code, out, err = run(capsys, "audit", "--config", str(library.config_path))
+    assert code == 0 and "Checked 1 tracks" in out and "checked" not in err
