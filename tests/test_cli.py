@@ -218,8 +218,3 @@ def test_progress_line_appears_after_two_seconds_with_total_rate_and_eta(capsys,
     progress.close()
     assert capsys.readouterr().err == "\r\x1b[K"
 
-
-def test_no_progress_when_stderr_is_not_a_terminal(capsys, make_library):
-    library = make_library(["mp3"])
-    code, out, err = run(capsys, "audit", "--config", str(library.config_path))
-    assert code == 0 and "Checked 1 tracks" in out and "checked" not in err
