@@ -23,17 +23,13 @@ is back it is checked in full, and what that check finds is settled before filin
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import datetime
-import io
-import json
 import logging
 import os
 import random
 import select
 import signal
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,7 +38,7 @@ from pathlib import Path
 from . import app, filing
 from .config import Config, ConfigError, load
 from .integrity.base import CORRUPT, OK
-from .manifest import FORMATS, ManifestError, Track, count_tracks, read_manifest
+from .manifest import ManifestError, Track, read_manifest, rewrite_manifest
 from .notify import Notifier, configure_service_logging, watchdog_interval
 from .errors import PoolError
 from .scan import MISSING, Finding, LibraryUnavailable, check_track, library_problem
@@ -264,78 +260,6 @@ class Drainer:
                 self._client.close()
             self._client, self._client_config = app.make_client(config), config
         return self._client
-
-
-# --- updating the manifest after moves ------------------------------------------------
-
-def rewrite_manifest(path: Path, moves: dict[int, str]) -> None:
-    """Write the manifest again, in its own format, with moved tracks' new paths; atomically.
-
-    The new text is read back with the manifest reader before it replaces the old
-    file, so poold never leaves a manifest it could not read itself.
-    """
-    with open(path, encoding="utf-8-sig", newline="") as f:  # keep the line endings as they are
-        text = f.read()
-    rewrite = {"json": _rewrite_json, "jsonl": _rewrite_jsonl, "csv": _rewrite_csv}[FORMATS[path.suffix.lower()]]
-    _replace_atomically(path, rewrite(text, moves))
-
-
-def _row_id(row: dict) -> int | None:
-    value = row.get("trackid")
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _rewrite_json(text: str, moves: dict[int, str]) -> str:
-    document = json.loads(text)
-    for row in document["tracks"]:
-        if isinstance(row, dict) and _row_id(row) in moves:
-            row["path"] = moves[_row_id(row)]
-    indent = 2 if "\n" in text.strip() else None
-    return json.dumps(document, indent=indent, ensure_ascii=False) + "\n"
-
-
-def _rewrite_jsonl(text: str, moves: dict[int, str]) -> str:
-    lines = []
-    for line in text.splitlines(keepends=True):
-        row = json.loads(line) if line.strip() else None
-        if isinstance(row, dict) and _row_id(row) in moves:
-            row["path"] = moves[_row_id(row)]
-            line = json.dumps(row, ensure_ascii=False) + "\n"
-        lines.append(line)
-    return "".join(lines)
-
-
-def _rewrite_csv(text: str, moves: dict[int, str]) -> str:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=reader.fieldnames, lineterminator="\r\n" if "\r\n" in text else "\n")
-    writer.writeheader()
-    for row in reader:
-        if _row_id(row) in moves:
-            row["path"] = moves[_row_id(row)]
-        writer.writerow(row)
-    return out.getvalue()
-
-
-def _replace_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.stem}.poold-tmp{path.suffix}")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
-        count_tracks(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 # --- waking the main loop -------------------------------------------------------------
@@ -754,8 +678,8 @@ class Daemon:
             log.info("wrote %d new track path(s) into %s", len(moves), manifest)
 
     def _record(self, problems: list[Finding], ok_trackids: list[int]) -> None:
+        self.state.record_problems((f.trackid, f.path, f.status, f.reason, f.detail) for f in problems)
         for finding in problems:
-            self.state.record_problem(finding.trackid, finding.path, finding.status, finding.reason, finding.detail)
             if finding.trackid not in self.confirmed:
                 log.warning("track %d is %s (%s): %s - %s", finding.trackid, finding.status, finding.reason,
                             finding.path, finding.detail)

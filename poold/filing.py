@@ -91,8 +91,7 @@ def reason_text(cause: str, count: int, day: datetime.date) -> str:
 def record(state: State, report: AuditReport, now: float | None = None) -> None:
     """Write the audit's problems down as incidents; close those that check ok again."""
     now = time.time() if now is None else now
-    for finding in report.problems:
-        state.record_problem(finding.trackid, finding.path, finding.status, finding.reason, finding.detail, now)
+    state.record_problems(((f.trackid, f.path, f.status, f.reason, f.detail) for f in report.problems), now)
     reopened = state.open_trackids() & report.ok_trackids
     if reopened:
         state.resolve(reopened, now)

@@ -10,13 +10,16 @@ never acts on a manifest it could not read completely.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 import posixpath
 import re
+import stat
 from collections.abc import Iterator
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _HEX = {"sha256": re.compile(r"^[0-9a-fA-F]{64}$"), "md5": re.compile(r"^[0-9a-fA-F]{32}$")}
@@ -368,6 +371,78 @@ def line_at(path: Path, offset: int) -> int:
     """The line number of a character offset in a text file (for error messages)."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         return f.read(offset).count("\n") + 1
+
+
+# --- rewriting a manifest after moves -------------------------------------------------
+
+def rewrite_manifest(path: Path, moves: dict[int, str]) -> None:
+    """Write the manifest again, in its own format, with moved tracks' new paths; atomically.
+
+    The new text is read back with the manifest reader before it replaces the old
+    file, so poold never leaves a manifest it could not read itself.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:  # keep the line endings as they are
+        text = f.read()
+    rewrite = {"json": _rewrite_json, "jsonl": _rewrite_jsonl, "csv": _rewrite_csv}[FORMATS[path.suffix.lower()]]
+    _replace_atomically(path, rewrite(text, moves))
+
+
+def _row_id(row: dict) -> int | None:
+    value = row.get("trackid")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _rewrite_json(text: str, moves: dict[int, str]) -> str:
+    document = json.loads(text)
+    for row in document["tracks"]:
+        if isinstance(row, dict) and _row_id(row) in moves:
+            row["path"] = moves[_row_id(row)]
+    indent = 2 if "\n" in text.strip() else None
+    return json.dumps(document, indent=indent, ensure_ascii=False) + "\n"
+
+
+def _rewrite_jsonl(text: str, moves: dict[int, str]) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        row = json.loads(line) if line.strip() else None
+        if isinstance(row, dict) and _row_id(row) in moves:
+            row["path"] = moves[_row_id(row)]
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+def _rewrite_csv(text: str, moves: dict[int, str]) -> str:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=reader.fieldnames, lineterminator="\r\n" if "\r\n" in text else "\n")
+    writer.writeheader()
+    for row in reader:
+        if _row_id(row) in moves:
+            row["path"] = moves[_row_id(row)]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.stem}.poold-tmp{path.suffix}")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+        count_tracks(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 _READERS = {"json": _json_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}

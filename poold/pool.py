@@ -24,7 +24,7 @@ import tenacity
 
 from . import __version__
 from .config import PoolConfig, Secret
-from .errors import InsecureURL, PoolError, RejectedError, TransientError, check_base_url  # noqa: F401 (re-exported)
+from .errors import PoolError, RejectedError, TransientError, check_base_url
 from .redact import register_secret
 
 log = logging.getLogger(__name__)

@@ -164,17 +164,21 @@ class State:
 
     def record_problem(self, trackid: int, path: str, status: str, reason: str, detail: str, now: float | None = None) -> Incident:
         """Open an incident for the track, or refresh the open one."""
+        self.record_problems([(trackid, path, status, reason, detail)], now)
+        return self.open_incident(trackid)
+
+    def record_problems(self, problems: Iterable[tuple[int, str, str, str, str]], now: float | None = None) -> None:
+        """Open or refresh incidents for (trackid, path, status, reason, detail) rows, in one transaction."""
         now = time.time() if now is None else now
         with self.transaction() as db:
-            db.execute(
+            db.executemany(
                 """INSERT INTO incidents (trackid, path, status, reason, detail, first_seen, last_seen)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (trackid) WHERE resolved_at IS NULL
                    DO UPDATE SET path=excluded.path, status=excluded.status, reason=excluded.reason,
                                  detail=excluded.detail, last_seen=excluded.last_seen""",
-                (trackid, path, status, reason, detail, now, now),
+                ((*problem, now, now) for problem in problems),
             )
-        return self.open_incident(trackid)
 
     def resolve(self, trackids: Iterable[int], now: float | None = None) -> int:
         """Close the open incidents of tracks that checked ok; return how many closed."""

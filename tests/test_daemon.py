@@ -26,7 +26,8 @@ import pytest
 
 import media
 from poold.config import load
-from poold.daemon import Backoff, Daemon as Service, Library, LibraryGuard, confirmed_batches, rewrite_manifest
+from poold.daemon import Backoff, Daemon as Service, Library, LibraryGuard, confirmed_batches
+from poold.manifest import rewrite_manifest
 from poold.manifest import Track, read_manifest
 from poold.sandbox import Sandbox, slow
 from poold.state import State

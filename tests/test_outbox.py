@@ -22,7 +22,8 @@ from conftest import API_KEY, API_SECRET
 from poold import app, filing
 from poold.config import RequestsConfig, Secret
 from poold.filing import DAY, MAX_REQUESTS_PER_TRACK
-from poold.pool import REDOWNLOAD, PoolError
+from poold.errors import PoolError
+from poold.pool import REDOWNLOAD
 from poold.sandbox import (
     NOT_JSON,
     RESET_AFTER,

@@ -12,14 +12,8 @@ import pytest
 
 from conftest import API_KEY, API_SECRET, USERID
 from poold.config import PoolConfig, Secret, load
-from poold.pool import (
-    InsecureURL,
-    PoolClient,
-    PoolError,
-    RejectedError,
-    check_base_url,
-    parse_retry_after,
-)
+from poold.errors import InsecureURL, PoolError, RejectedError, check_base_url
+from poold.pool import PoolClient, parse_retry_after
 from poold.sandbox import TOKEN_EXPIRED, Sandbox
 
 TRACKS = [356111, 356115]
