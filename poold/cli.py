@@ -118,7 +118,7 @@ def cmd_audit(args) -> int:
         if progress:
             progress.close()
     if args.json:
-        print(json.dumps(audit_json(outcome), indent=2))
+        print_audit_json(outcome)
     else:
         print_audit(outcome)
     if outcome.filing_error:
@@ -162,22 +162,36 @@ class Progress:
             sys.stderr.flush()
 
 
-def audit_json(outcome: app.AuditOutcome) -> dict:
+def print_audit_json(outcome: app.AuditOutcome, out=None) -> None:
+    """The audit as one JSON document, written a finding at a time: a library that has
+    gone missing can mean a million findings, which should not be built as one string."""
+    out = out or sys.stdout
     report = outcome.report
-    return {
+    fields = {
         "library": report.library,
         "manifest": report.manifest,
         "checked": report.checked,
         "ok": report.ok,
-        "problems": [finding.as_json() for finding in report.problems],
+        "problems": report.problems,
+        "unchecked": report.unchecked,
         "files_checked": report.files_checked,
         "deep_deferred": report.deep_deferred,
-        "unchecked": [finding.as_json() for finding in report.unchecked],
         "guard": report.guard,
         "requests": outcome.requests,
         "held": [{"trackid": h.incident.trackid, "why": h.why} for h in outcome.held],
         "filing_error": outcome.filing_error,
     }
+    out.write("{")
+    for number, (key, value) in enumerate(fields.items()):
+        out.write(("," if number else "") + f"\n  {json.dumps(key)}: ")
+        if key in ("problems", "unchecked"):
+            out.write("[")
+            for index, finding in enumerate(value):
+                out.write(("," if index else "") + "\n    " + json.dumps(finding.as_json()))
+            out.write("\n  ]" if value else "]")
+        else:
+            out.write(json.dumps(value))
+    out.write("\n}\n")
 
 
 def print_audit(outcome: app.AuditOutcome) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .integrity import LOGIC_VERSION, check_file
 from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
@@ -27,9 +28,8 @@ MISSING = "missing"
 DURATION_TOLERANCE = 3.0  # seconds, or 3 %: manifests round durations, encoders pad
 
 
-@dataclass(frozen=True)
-class Finding:
-    """The outcome for one manifest track."""
+class Finding(NamedTuple):
+    """The outcome for one manifest track (a tuple: one is made for every track)."""
 
     trackid: int
     path: str
@@ -38,8 +38,7 @@ class Finding:
     detail: str
 
     def as_json(self) -> dict:
-        return {"trackid": self.trackid, "path": self.path, "status": self.status,
-                "reason": self.reason, "detail": self.detail}
+        return self._asdict()
 
 
 @dataclass
@@ -93,17 +92,17 @@ def library_problem(root: Path, marker: str | None) -> str | None:
 def check_track(root: Path, track: Track, verify: bool = False,
                 checker: Callable[[str], Verdict] = check_file) -> Finding:
     """Judge one manifest track against the file in the library (no cache, in this process)."""
-    triaged = _triage(root, track)
+    path = os.path.join(root, track.path)
+    triaged = _triage(path, track)
     if isinstance(triaged, Finding):
         return triaged
-    job = Job(track, str(root / track.path), triaged, QUICK, verify)
-    return conclude(judge(job, checker))
+    return conclude_judged(judge(Job(track, path, triaged, QUICK, verify), checker))
 
 
-def _triage(root: Path, track: Track) -> Finding | tuple[int, int, int, int]:
+def _triage(path: str, track: Track) -> Finding | tuple[int, int, int, int]:
     """A finding decided by stat alone, or the file's identity for checking."""
     try:
-        info = os.stat(root / track.path)
+        info = os.stat(path)
     except FileNotFoundError:
         return _finding(track, MISSING, MISSING, "no file at this path")
     except OSError as exc:
@@ -178,26 +177,31 @@ def _digests(path: str) -> dict[str, str]:
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def conclude(judged: Judged) -> Finding:
+def conclude_judged(judged: Judged) -> Finding:
+    return conclude(judged.job.track, judged.verdict.status, judged.verdict.reason, judged.verdict.detail,
+                    judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5)
+
+
+def conclude(track: Track, status: str, reason: str, detail: str, duration: float | None,
+             verify: bool, sha256: str | None, md5: str | None) -> Finding:
     """The finding for a judged file, with the manifest's hashes and duration applied."""
-    track, verdict = judged.job.track, judged.verdict
-    if judged.job.verify and (mismatch := _hash_mismatch(track, judged)):
+    if verify and (mismatch := _hash_mismatch(track, sha256, md5)):
         return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
-    if verdict.status == OK and (mismatch := _duration_mismatch(track, verdict)):
+    if status == OK and (mismatch := _duration_mismatch(track, duration)):
         return _finding(track, CORRUPT, "duration_mismatch", mismatch)
-    return _finding(track, verdict.status, verdict.reason, verdict.detail)
+    return _finding(track, status, reason, detail)
 
 
-def _duration_mismatch(track: Track, verdict: Verdict) -> str | None:
-    if track.duration is None or verdict.duration is None:
+def _duration_mismatch(track: Track, duration: float | None) -> str | None:
+    if track.duration is None or duration is None:
         return None
-    if abs(verdict.duration - track.duration) <= max(DURATION_TOLERANCE, 0.03 * track.duration):
+    if abs(duration - track.duration) <= max(DURATION_TOLERANCE, 0.03 * track.duration):
         return None
-    return f"plays {verdict.duration:.1f} s, the track is {track.duration:.1f} s"
+    return f"plays {duration:.1f} s, the track is {track.duration:.1f} s"
 
 
-def _hash_mismatch(track: Track, judged: Judged) -> str | None:
-    for name, wanted, actual in (("sha256", track.sha256, judged.sha256), ("md5", track.md5, judged.md5)):
+def _hash_mismatch(track: Track, sha256: str | None, md5: str | None) -> str | None:
+    for name, wanted, actual in (("sha256", track.sha256, sha256), ("md5", track.md5, md5)):
         if wanted and actual and wanted != actual:
             return f"{name} differs from the manifest: the file's bytes changed since download"
     return None
@@ -222,6 +226,7 @@ class Scanner:
 
     def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic):
         self.root = root
+        self.prefix = os.path.join(root, "")  # paths are joined as strings: pathlib costs more than the stat
         self.cache = cache
         self.options = options
         self.clock = clock
@@ -251,13 +256,16 @@ class Scanner:
                 self.cache.flush()
 
     def _triage(self, track: Track) -> Finding | Job:
-        identity = _triage(self.root, track)
+        path = self.prefix + track.path
+        identity = _triage(path, track)
         if isinstance(identity, Finding):
             return identity
         level = self._level()
-        job = Job(track, str(self.root / track.path), identity, level, self.options.verify)
-        cached = self._cached(job)
-        return conclude(Judged(job, cached.verdict, cached.sha256, cached.md5)) if cached else job
+        hit = self._cached(track, identity, level)
+        if hit is not None:
+            return conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify,
+                            hit.sha256, hit.md5)
+        return Job(track, path, identity, level, self.options.verify)
 
     def _level(self) -> str:
         limit = self.options.time_limit
@@ -266,18 +274,18 @@ class Scanner:
             return QUICK
         return self.options.level
 
-    def _cached(self, job: Job) -> Judged | None:
+    def _cached(self, track: Track, identity: tuple, level: str) -> CachedCheck | None:
+        """The cached verdict, when it is for this very file, this check logic and level."""
         if self.cache is None or self.options.full:
             return None
-        hit = self.cache.get(job.track.path)
-        if hit is None or hit.identity != job.identity or hit.logic != LOGIC_VERSION:
+        hit = self.cache.get(track.path)
+        if hit is None or hit.identity != identity or hit.logic != LOGIC_VERSION:
             return None
-        if _LEVEL_RANK[hit.level] < _LEVEL_RANK[job.level]:
+        if _LEVEL_RANK[hit.level] < _LEVEL_RANK[level]:
             return None
-        if job.verify and ((job.track.sha256 and not hit.sha256) or (job.track.md5 and not hit.md5)):
+        if self.options.verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5)):
             return None
-        verdict = Verdict(hit.status, hit.reason, hit.detail, None, hit.duration)
-        return Judged(job, verdict, hit.sha256, hit.md5)
+        return hit
 
     def _dispatch(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
         if self.options.workers <= 1:
@@ -307,9 +315,9 @@ class Scanner:
             if self.cache is not None and judged.verdict.reason not in UNCACHED_REASONS:
                 verdict = judged.verdict
                 self.cache.put(judged.job.track.path, CachedCheck(
-                    judged.job.identity, verdict.status, verdict.reason, verdict.detail, verdict.duration,
+                    *judged.job.identity, verdict.status, verdict.reason, verdict.detail, verdict.duration,
                     judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5))
-            yield conclude(judged)
+            yield conclude_judged(judged)
 
 
 # Verdicts that say more about the moment than the file: checked again next time.

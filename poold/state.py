@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 SCHEMA_VERSION = 1
@@ -344,11 +345,13 @@ class State:
         return json.loads(row[0]) if row else default
 
 
-@dataclass(frozen=True)
-class CachedCheck:
+class CachedCheck(NamedTuple):
     """A verdict remembered for a file, valid while the file's stat identity is unchanged."""
 
-    identity: tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+    size: int
+    mtime_ns: int
+    inode: int
+    ctime_ns: int
     status: str
     reason: str
     detail: str
@@ -357,6 +360,10 @@ class CachedCheck:
     logic: str
     sha256: str | None
     md5: str | None
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]:
+        return self[:4]
 
 
 class FileCache:
@@ -373,24 +380,19 @@ class FileCache:
         self.db = state.db
         self.state = state
         self._writes: list[tuple] = []
-        self._rows: dict[str, tuple] | None = None
+        self._rows: dict[str, CachedCheck] | None = None
 
     def get(self, path: str) -> CachedCheck | None:
         if self._rows is None:
-            self._rows = {row[0]: row[1:] for row in self.db.execute(
+            self._rows = {row[0]: CachedCheck._make(row[1:]) for row in self.db.execute(
                 "SELECT path, size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
                 "FROM files")}
-        row = self._rows.get(path)
-        if row is None:
-            return None
-        return CachedCheck(row[:4], *row[4:])
+        return self._rows.get(path)
 
     def put(self, path: str, check: CachedCheck) -> None:
-        row = (*check.identity, check.status, check.reason, check.detail, check.duration,
-               check.level, check.logic, check.sha256, check.md5)
         if self._rows is not None:
-            self._rows[path] = row
-        self._writes.append((path, *row, time.time()))
+            self._rows[path] = check
+        self._writes.append((path, *check, time.time()))
         if len(self._writes) >= self.FLUSH_EVERY:
             self.flush()
 

@@ -398,14 +398,18 @@ def _decode_streams(av, container, decode_video: bool) -> _Decoded:
                 continue
             if packet.size:
                 decoded.video_packets += 1
-                video_end[packet.stream.index] = _packet_end(packet, video_end.get(packet.stream.index, 0.0))
+                if packet.pts is not None:  # in the stream's time base: compared as integers, converted once
+                    end = packet.pts + (packet.duration or 0)
+                    index = packet.stream_index
+                    video_end[index] = max(end, video_end.get(index, end))
             if decode_video:
                 decoded.video_frames += len(packet.decode())
     except _data_errors(av) as exc:
         raise Damage("decode_error", f"decoding failed at {_where(packet)}: {_ffmpeg_message(exc)}") from exc
     except av.error.FFmpegError as exc:
         raise _Undecodable(f"FFmpeg could not decode it at {_where(packet)}: {_ffmpeg_message(exc)}") from exc
-    decoded.video_seconds = max(video_end.values(), default=0.0)
+    streams = {stream.index: stream for stream in video}
+    decoded.video_seconds = max((_seconds(streams[index], end) for index, end in video_end.items()), default=0.0)
     return decoded
 
 
@@ -420,13 +424,11 @@ def _decode_audio(packet, tally: _AudioTally) -> None:
         tally.add(frame)
 
 
-def _packet_end(packet, current: float) -> float:
-    """Where a video packet ends on the stream's time line, in seconds."""
-    if packet.pts is None or packet.time_base is None:
-        return current
-    start = packet.stream.start_time or 0
-    end = (packet.pts - start + (packet.duration or 0)) * packet.time_base
-    return max(current, float(end))
+def _seconds(stream, end_pts: int) -> float:
+    """Where a video stream ends on its time line, in seconds."""
+    if stream.time_base is None:
+        return 0.0
+    return float((end_pts - (stream.start_time or 0)) * stream.time_base)
 
 
 def _where(packet) -> str:
