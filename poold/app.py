@@ -97,8 +97,12 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
     return outcome
 
 
-def relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterator[Track]:
+def relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterable[Track]:
     """The manifest's tracks, with the paths of tracks poold saw moved replaced."""
+    return _relocated(tracks, locations) if locations else tracks
+
+
+def _relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterator[Track]:
     for track in tracks:
         moved_to = locations.get(track.trackid)
         yield track._replace(path=moved_to) if moved_to else track

@@ -9,12 +9,11 @@ length match the manifest's duration; with ``verify``, do its hashes match.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +21,7 @@ from typing import NamedTuple
 from .integrity import LOGIC_VERSION, check_file
 from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
 from .manifest import Track
-from .state import CachedCheck, FileCache
+from .state import CachedCheck, FileCache, file_stamp
 
 MISSING = "missing"
 DURATION_TOLERANCE = 3.0  # seconds, or 3 %: manifests round durations, encoders pad
@@ -124,7 +123,6 @@ def _finding(track: Track, status: str, reason: str, detail: str) -> Finding:
 # --- checking files: in this process or in workers -------------------------------------
 
 QUICK, DEEP = "quick", "deep"
-_LEVEL_RANK = {QUICK: 0, DEEP: 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +231,7 @@ class Scanner:
         self.started = clock()
         self.checked_files = 0      # files opened in this run (cache misses)
         self.deep_deferred = 0      # files that waited for a later deep slice
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = None
 
     def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
         buffer: list[Job] = []
@@ -261,11 +259,8 @@ class Scanner:
         if isinstance(identity, Finding):
             return identity
         level = self._level()
-        hit = self._cached(track, identity, level)
-        if hit is not None:
-            return conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify,
-                            hit.sha256, hit.md5)
-        return Job(track, path, identity, level, self.options.verify)
+        finding = self._from_cache(track, identity, level)
+        return finding if finding is not None else Job(track, path, identity, level, self.options.verify)
 
     def _level(self) -> str:
         limit = self.options.time_limit
@@ -274,24 +269,29 @@ class Scanner:
             return QUICK
         return self.options.level
 
-    def _cached(self, track: Track, identity: tuple, level: str) -> CachedCheck | None:
-        """The cached verdict, when it is for this very file, this check logic and level."""
+    def _from_cache(self, track: Track, identity: tuple, level: str) -> Finding | None:
+        """The finding from the cached verdict, when it is for this very file, this check
+        logic and (at least) this level; None when the file must be checked."""
         if self.cache is None or self.options.full:
             return None
-        hit = self.cache.get(track.path)
-        if hit is None or hit.identity != identity or hit.logic != LOGIC_VERSION:
+        entry = self.cache.lookup(track.path)
+        if entry is None or entry[0] != file_stamp(identity, LOGIC_VERSION) or (level == DEEP and not entry[1]):
             return None
-        if _LEVEL_RANK[hit.level] < _LEVEL_RANK[level]:
+        verify = self.options.verify and (track.sha256 or track.md5)
+        if entry[2] and not verify and track.duration is None:
+            return Finding(track.trackid, track.path, OK, "ok", "unchanged since its last check")
+        hit = self.cache.full(track.path)
+        if hit is None or (verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5))):
             return None
-        if self.options.verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5)):
-            return None
-        return hit
+        return conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify, hit.sha256, hit.md5)
 
     def _dispatch(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
         if self.options.workers <= 1:
             yield from self._record(judge_batch(jobs))
             return
         if self._pool is None:
+            from concurrent.futures import ProcessPoolExecutor  # loads multiprocessing: only when there is work
+
             self._pool = ProcessPoolExecutor(self.options.workers, mp_context=_pool_context())
         in_flight.add(self._pool.submit(judge_batch, jobs))
         if len(in_flight) >= 4 * self.options.workers:  # bounded: a few batches per worker
@@ -327,6 +327,8 @@ UNCACHED_REASONS = frozenset({"unreadable", "check_error"})
 def _pool_context():
     """forkserver where it exists: forking a process that runs threads (the daemon's
     watcher, HTTP sessions) can copy a held lock into the child."""
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 

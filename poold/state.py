@@ -11,6 +11,7 @@ be delivered twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS files (
     logic TEXT NOT NULL,           -- version of poold's check logic that gave the verdict
     sha256 TEXT,                   -- digests, when --verify computed them
     md5 TEXT,
-    checked REAL NOT NULL
+    checked REAL NOT NULL,
+    stamp INTEGER NOT NULL         -- file_stamp(size, mtime_ns, inode, ctime_ns, logic): one number to compare
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS audits (
@@ -366,12 +368,29 @@ class CachedCheck(NamedTuple):
         return self[:4]
 
 
+def file_stamp(identity: tuple[int, int, int, int], logic: str) -> int:
+    """One 64-bit number for a file's stat identity and the check logic: a warm scan
+    loads and compares this instead of five columns a file.
+
+    Python's hash of a tuple of integers is the same in every process (only str and
+    bytes hashes are salted), so it can be stored; were a future Python to hash
+    differently, every stamp would just mismatch once and the files be checked again.
+    """
+    return hash((*identity, _logic_number(logic)))
+
+
+@functools.lru_cache(maxsize=4)
+def _logic_number(logic: str) -> int:
+    return int.from_bytes(logic.encode(), "little")
+
+
 class FileCache:
     """The cache of file verdicts for one scan.
 
-    The whole table is read in one query on first use (a scan asks for nearly every
-    row, and one query is many times faster than a query a file); writes are batched
-    into one transaction per FLUSH_EVERY.
+    On first use, the stamp, level and status of every file are read in one query (a
+    scan asks for nearly every row, and one query is many times faster than one a
+    file); the full row is read only for a verdict that is not a plain ok. Writes are
+    batched into one transaction per FLUSH_EVERY.
     """
 
     FLUSH_EVERY = 500
@@ -380,19 +399,27 @@ class FileCache:
         self.db = state.db
         self.state = state
         self._writes: list[tuple] = []
-        self._rows: dict[str, CachedCheck] | None = None
+        self._rows: dict[str, tuple[int, bool, bool]] | None = None
 
-    def get(self, path: str) -> CachedCheck | None:
+    def lookup(self, path: str) -> tuple[int, bool, bool] | None:
+        """(stamp, deep-checked, plainly ok) of the cached verdict for ``path``."""
         if self._rows is None:
-            self._rows = {row[0]: CachedCheck._make(row[1:]) for row in self.db.execute(
-                "SELECT path, size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
-                "FROM files")}
+            self._rows = {row[0]: (row[1], bool(row[2]), bool(row[3])) for row in self.db.execute(
+                "SELECT path, stamp, level = 'deep', status = 'ok' FROM files")}
         return self._rows.get(path)
 
+    def full(self, path: str) -> CachedCheck | None:
+        self.flush()
+        row = self.db.execute(
+            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
+            "FROM files WHERE path=?", (path,)).fetchone()
+        return CachedCheck._make(row) if row else None
+
     def put(self, path: str, check: CachedCheck) -> None:
+        stamp = file_stamp(check.identity, check.logic)
         if self._rows is not None:
-            self._rows[path] = check
-        self._writes.append((path, *check, time.time()))
+            self._rows[path] = (stamp, check.level == "deep", check.status == "ok")
+        self._writes.append((path, *check, time.time(), stamp))
         if len(self._writes) >= self.FLUSH_EVERY:
             self.flush()
 
@@ -400,7 +427,7 @@ class FileCache:
         if not self._writes:
             return
         with self.state.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
         self._writes.clear()
 
 

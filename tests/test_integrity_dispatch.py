@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import media
-from poold.integrity import check_file, run_checker
+from poold.integrity import FORMAT_MODULES, MODULE_BY_EXTENSION, check_file, format_module, run_checker
 from poold.integrity.base import Source
 
 HTML = b"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head><body>Forbidden</body></html>\n"
@@ -97,3 +97,8 @@ def test_bounded_reads_on_absurd_requests(tmp_path):
         assert src.read(0, 1 << 40) == path.read_bytes()
         assert src.read(-5, 10) == b"" and src.read(100, 10) == b""
     assert check_file(path).status == "corrupt"
+
+
+def test_the_extension_map_agrees_with_the_format_modules():
+    declared = {ext: name for name in FORMAT_MODULES for ext in format_module(name).EXTENSIONS}
+    assert declared == MODULE_BY_EXTENSION

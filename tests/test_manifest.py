@@ -4,6 +4,7 @@ import tracemalloc
 import pytest
 
 from conftest import write_manifest
+from poold import manifest
 from poold.manifest import ManifestError, Track, count_tracks, read_manifest
 
 ROWS = [
@@ -101,7 +102,8 @@ def _peak(function) -> int:
 
 
 @pytest.mark.parametrize("suffix", ["json", "csv"])
-def test_streams_with_bounded_memory(tmp_path, suffix):
+def test_streams_with_bounded_memory(tmp_path, suffix, monkeypatch):
+    monkeypatch.setattr(manifest, "WHOLE_JSON_LIMIT", 0)  # as for a manifest too big to parse whole
     """Memory grows only with the compact duplicate guard: a million rows stay far below 1 GB."""
     path = tmp_path / f"big.{suffix}"
     rows = [{"trackid": i, "path": f"crate/{i:07d} - some artist - some title.mp3", "size": 9_000_000 + i}
@@ -114,3 +116,12 @@ def test_streams_with_bounded_memory(tmp_path, suffix):
     # The guard's two sets resize by doubling, so the cost per row swings between about
     # 150 and 500 bytes with the row count; 600 still keeps a million rows well under 1 GB.
     assert streamed / 10_000 < 600, f"{streamed / 10_000:.0f} bytes a row: a million rows would need {streamed * 100:,}"
+
+
+def test_small_json_parsed_whole_gives_the_same_tracks_as_streaming(tmp_path, monkeypatch):
+    path = tmp_path / "m.json"
+    rows = [{"trackid": i, "path": f"crate/{i}.mp3"} for i in range(1, 500)] + ROWS
+    write_manifest(path, rows)
+    whole = list(read_manifest(path))
+    monkeypatch.setattr(manifest, "WHOLE_JSON_LIMIT", 0)
+    assert list(read_manifest(path)) == whole and len(whole) == 501

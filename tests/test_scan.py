@@ -11,7 +11,7 @@ from conftest import write_manifest
 from poold import app
 from poold.manifest import read_manifest
 from poold.scan import DEEP, QUICK, ScanOptions, Scanner, audit
-from poold.state import State
+from poold.state import State, file_stamp
 
 
 def run(library, **options):
@@ -62,8 +62,11 @@ def test_full_ignores_the_cache(make_library):
 def test_new_check_logic_voids_cached_verdicts(make_library):
     library = make_library(["mp3", "flac"])
     run(library)
-    with State(library.config().state.dir) as state:
-        state.db.execute("UPDATE files SET logic = 'an-older-version'")
+    with State(library.config().state.dir) as state:  # as an older poold would have left them
+        rows = state.db.execute("SELECT path, size, mtime_ns, inode, ctime_ns FROM files").fetchall()
+        for path, *identity in rows:
+            state.db.execute("UPDATE files SET logic = 'older', stamp = ? WHERE path = ?",
+                             (file_stamp(tuple(identity), "older"), path))
     assert run(library).files_checked == 2
 
 

@@ -9,21 +9,39 @@ for a reason of its own (a bug is not evidence of damage).
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import importlib
 import logging
 import os
 from pathlib import Path
 
-from . import aiff, flac, mp3, mp4, ogg, riff
 from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict, is_zero
 
 log = logging.getLogger(__name__)
 
-# Order matters for sniffing: an ID3v2 tag may sit in front of FLAC as well as MP3,
-# and MP3's frame-sync search is the weakest signature, so it comes last.
-FORMATS = (flac, ogg, riff, aiff, mp4, mp3)
-BY_EXTENSION = {ext: module for module in FORMATS for ext in module.EXTENSIONS}
-CHECKABLE_EXTENSIONS = frozenset(BY_EXTENSION)
+# The format modules, in sniffing order: an ID3v2 tag may sit in front of FLAC as well
+# as MP3, and MP3's frame-sync search is the weakest signature, so it comes last.
+# They are imported on first use: a warm audit, which opens no file, never needs them.
+FORMAT_MODULES = ("flac", "ogg", "riff", "aiff", "mp4", "mp3")
+# Each module's EXTENSIONS, here too so that no module is imported to map a name
+# (tests/test_integrity_dispatch.py checks that the two agree).
+MODULE_BY_EXTENSION = {
+    ".flac": "flac", ".ogg": "ogg", ".oga": "ogg", ".opus": "ogg", ".wav": "riff",
+    ".aif": "aiff", ".aiff": "aiff", ".aifc": "aiff",
+    ".mp4": "mp4", ".m4a": "mp4", ".m4v": "mp4", ".mov": "mp4", ".m4b": "mp4",
+    ".mp3": "mp3", ".mp2": "mp3", ".mpa": "mp3",
+}
+CHECKABLE_EXTENSIONS = frozenset(MODULE_BY_EXTENSION)
+
+
+@functools.cache
+def format_module(name: str):
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def formats() -> tuple:
+    return tuple(format_module(name) for name in FORMAT_MODULES)
 
 
 def _logic_version() -> str:
@@ -43,7 +61,7 @@ NOT_REQUESTABLE = frozenset({"wrong_format"})
 def check_file(path: str | os.PathLike) -> Verdict:
     """Judge one file by its structure (the quick check)."""
     ext = os.path.splitext(os.fspath(path))[1].lower()
-    expected = BY_EXTENSION.get(ext)
+    expected = format_module(MODULE_BY_EXTENSION[ext]) if ext in MODULE_BY_EXTENSION else None
     if expected is None:
         return Verdict(UNCHECKED, "unsupported_type", f"poold has no check for {ext or 'files without an extension'}")
     try:
@@ -81,7 +99,7 @@ def _check_source(src: Source, expected, ext: str) -> Verdict:
 
 def sniff(head: bytes):
     """The format module whose signature ``head`` carries, or None."""
-    for module in FORMATS:
+    for module in formats():
         if module.sniff(head):
             return module
     return None
