@@ -34,6 +34,27 @@ def encoded(tmp_path_factory):
 
 
 @pytest.fixture
+def copy_of(request, tmp_path):
+    """copy_of(name) -> a fresh copy of the test module's ``files[name]``, to damage."""
+    files = request.getfixturevalue("files")
+
+    def copy(name: str) -> str:
+        target = tmp_path / Path(files[name]).name
+        shutil.copyfile(files[name], target)
+        return str(target)
+
+    return copy
+
+
+def assert_corrupt(path, *reasons: str):
+    from poold.integrity import check_file
+
+    verdict = check_file(path)
+    assert verdict.status == "corrupt" and verdict.reason in reasons, verdict
+    return verdict
+
+
+@pytest.fixture
 def sandbox():
     with Sandbox(userid=USERID, api_key=API_KEY, api_secret=API_SECRET) as server:
         yield server

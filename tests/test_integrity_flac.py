@@ -69,15 +69,6 @@ def _with_id3v2(source, target):
     return str(target)
 
 
-@pytest.fixture
-def copy_of(files, tmp_path):
-    def copy(name):
-        target = tmp_path / f"copy_{name}.flac"
-        shutil.copyfile(files[name], target)
-        return str(target)
-    return copy
-
-
 def audio_start(path) -> int:
     """Where the frames begin: past the ID3v2 tag, the marker and every metadata block."""
     with open(path, "rb") as handle:

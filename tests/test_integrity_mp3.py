@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sys
 
 import av
@@ -68,7 +67,7 @@ def _post_process(path: str, step: str | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def originals(tmp_path_factory) -> dict[str, str]:
+def files(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("mp3")
     paths = {}
     for name, (kind, args, step) in VARIANTS.items():
@@ -80,15 +79,6 @@ def originals(tmp_path_factory) -> dict[str, str]:
         _post_process(path, step)
         paths[name] = path
     return paths
-
-
-@pytest.fixture
-def copy_of(originals, tmp_path):
-    def copy(name: str) -> str:
-        target = str(tmp_path / os.path.basename(originals[name]))
-        shutil.copyfile(originals[name], target)
-        return target
-    return copy
 
 
 def _bytes(path: str) -> bytes:
@@ -119,21 +109,21 @@ def _frame_ends(data: bytes) -> list[int]:
 # --- intact files ---
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_intact_variants_pass(originals, name):
-    verdict = check_file(originals[name])
+def test_intact_variants_pass(files, name):
+    verdict = check_file(files[name])
     assert (verdict.status, verdict.reason) == ("ok", "ok"), verdict
     assert verdict.format == "mp3"
 
 
 @pytest.mark.parametrize("name", ["mp3", "mp3_vbr", "mp3_noxing", "mono", "48k", "22k_mpeg2", "30s", "layer2"])
-def test_duration_from_xing_or_constant_bitrate(originals, name):
+def test_duration_from_xing_or_constant_bitrate(files, name):
     seconds = 30.0 if name == "30s" else 2.0
-    duration = check_file(originals[name]).duration
+    duration = check_file(files[name]).duration
     assert duration == pytest.approx(seconds, abs=0.15)
 
 
-def test_no_duration_for_vbr_without_xing(originals):
-    assert check_file(originals["mp3_vbr_noxing"]).duration is None
+def test_no_duration_for_vbr_without_xing(files):
+    assert check_file(files["mp3_vbr_noxing"]).duration is None
 
 
 # --- corruptions ---
@@ -257,8 +247,8 @@ def test_junk_between_tag_and_first_frame_is_skipped(copy_of):
 # --- sniffing and garbage ---
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_sniffs_encoded_files(originals, name):
-    assert mp3.sniff(_bytes(originals[name])[:WINDOW])
+def test_sniffs_encoded_files(files, name):
+    assert mp3.sniff(_bytes(files[name])[:WINDOW])
 
 
 @pytest.mark.parametrize("kind", ["flac", "ogg", "wav", "aiff", "m4a"])
@@ -267,8 +257,8 @@ def test_does_not_sniff_other_formats(tmp_path, kind):
     assert not mp3.sniff(_bytes(path)[:WINDOW])
 
 
-def test_does_not_sniff_id3_in_front_of_flac(originals):
-    tag = _bytes(originals["mp3"])[:_first_frame(_bytes(originals["mp3"]))]
+def test_does_not_sniff_id3_in_front_of_flac(files):
+    tag = _bytes(files["mp3"])[:_first_frame(_bytes(files["mp3"]))]
     assert not mp3.sniff(tag + b"fLaC\x00\x00\x00\x22" + bytes(64))
 
 
@@ -288,8 +278,8 @@ def test_garbage_never_crashes(tmp_path, data):
     assert verdict.reason != "check_error"
 
 
-def test_id3_followed_by_no_mpeg_audio_is_unchecked(tmp_path, originals):
-    data = _bytes(originals["mp3"])
+def test_id3_followed_by_no_mpeg_audio_is_unchecked(tmp_path, files):
+    data = _bytes(files["mp3"])
     tag = data[:_first_frame(data)]
     verdict = check_file(_write(str(tmp_path / "x.mp3"), tag + bytes(range(0, 250)) * 400))
     assert verdict.status == "unchecked"

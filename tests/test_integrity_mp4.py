@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import struct
 from fractions import Fraction
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import media
+from conftest import assert_corrupt
 from poold.integrity import check_file, mp4
 
 BASE_KINDS = ("m4a", "m4a_faststart", "alac", "mp4", "mp4_faststart", "mov")
@@ -169,21 +169,6 @@ def files(tmp_path_factory) -> dict[str, str]:
         remux(made[base], path, container, movflags)
         made[name] = path
     return made
-
-
-@pytest.fixture
-def copy_of(files, tmp_path):
-    def copy(name: str) -> str:
-        target = str(tmp_path / os.path.basename(files[name]))
-        shutil.copy(files[name], target)
-        return target
-    return copy
-
-
-def assert_corrupt(path: str, *reasons: str):
-    verdict = check_file(path)
-    assert verdict.status == "corrupt" and verdict.reason in reasons, verdict
-    return verdict
 
 
 # --- intact files ------------------------------------------------------------------------

@@ -52,15 +52,6 @@ def _with_big_comment(source, target):
     return str(target)
 
 
-@pytest.fixture
-def copy_of(files, tmp_path):
-    def copy(name):
-        target = tmp_path / f"copy_{os.path.basename(files[name])}"
-        shutil.copyfile(files[name], target)
-        return str(target)
-    return copy
-
-
 def pages(path) -> list[tuple[int, int, int]]:
     """(offset, end, granule) of every page, read independently of the checker."""
     with open(path, "rb") as handle:

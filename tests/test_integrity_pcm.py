@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import media
+from conftest import assert_corrupt
 from poold.integrity import aiff, check_file, riff
 
 CUTS = (0.99, 0.9, 0.5, 0.1, 0.01)
@@ -182,21 +183,6 @@ def files(tmp_path_factory) -> dict[str, str]:
     for name, make in CRAFTED.items():
         made[name] = make(made, folder)
     return made
-
-
-@pytest.fixture
-def copy_of(files, tmp_path):
-    def copy(name: str) -> str:
-        target = str(tmp_path / os.path.basename(files[name]))
-        shutil.copy(files[name], target)
-        return target
-    return copy
-
-
-def assert_corrupt(path: str, *reasons: str):
-    verdict = check_file(path)
-    assert verdict.status == "corrupt" and verdict.reason in reasons, verdict
-    return verdict
 
 
 def assert_ok(path: str):
