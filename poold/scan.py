@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, as_completed, wait
@@ -325,11 +326,16 @@ UNCACHED_REASONS = frozenset({"unreadable", "check_error"})
 
 
 def _pool_context():
-    """forkserver where it exists: forking a process that runs threads (the daemon's
-    watcher, HTTP sessions) can copy a held lock into the child."""
+    """How to start workers. A plain fork is the cheapest (nothing to import again), and
+    safe on Linux while this process runs a single thread, as a one-shot audit does.
+    With other threads running (the daemon's watcher and drainer), a fork could copy a
+    lock one of them holds into the child, so the workers come from a forkserver."""
     import multiprocessing
+    import threading
 
     methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 

@@ -280,7 +280,11 @@ def test_a_deleted_root_makes_the_watcher_not_alive(tmp_path):
     watcher.start()
     try:
         root.rmdir()
+        (tmp_path / "other").mkdir()  # takes the freed inode number, should the filesystem reuse it
         root.mkdir()  # the same path, another folder: the watches were on the old one
+        deadline = time.monotonic() + 10  # the emitter notices the deletion on its own thread
+        while watcher.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not watcher.alive()
     finally:
         watcher.stop()
