@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict, is_zero
+from .base import CORRUPT, OK, UNCHECKED, BeyondLimits, Damage, Source, Verdict, is_zero
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ def run_checker(module, src: Source) -> Verdict:
         return module.check(src)
     except Damage as damage:
         return Verdict(CORRUPT, damage.reason, damage.detail, module.FORMAT)
+    except BeyondLimits as limit:
+        return Verdict(UNCHECKED, "check_limit", str(limit), module.FORMAT)
     except OSError:
         raise
     except Exception as exc:  # a checker bug must not become a false "corrupt"

@@ -18,9 +18,9 @@ import math
 import struct
 from dataclasses import dataclass
 
-from .base import Damage, Source, Verdict, ok
-from .riff import (CHUNK_HEADER, FORM_HEADER, MAX_CHUNKS, Chunk, Unchecked, bad_chunk_header, cut_chunk, form_cut,
-                   form_type_matches, harmless_tail, percent, read_chunk, unchecked)
+from .base import BeyondLimits, Damage, Source, Verdict, ok
+from .riff import (CHUNK_HEADER, FORM_HEADER, MAX_CHUNKS, Chunk, bad_chunk_header, cut_chunk, form_cut,
+                   form_type_matches, harmless_tail, percent, read_chunk)
 
 FORMAT = "aiff"
 EXTENSIONS = frozenset({".aif", ".aiff", ".aifc"})
@@ -83,13 +83,6 @@ def sniff(head: bytes) -> bool:
 
 
 def check(src: Source) -> Verdict:
-    try:
-        return _check(src)
-    except Unchecked as limit:
-        return unchecked(FORMAT, str(limit))
-
-
-def _check(src: Source) -> Verdict:
     header = src.read(0, FORM_HEADER)
     if len(header) < FORM_HEADER:
         raise Damage("truncated", f"the file ends inside the {FORM_HEADER}-byte FORM header")
@@ -122,7 +115,7 @@ def _walk(src: Source, aiff: Aiff) -> None:
             raise _cut(src, aiff, chunk)
         _take(src, aiff, chunk)
         offset = chunk.next
-    raise Unchecked(f"more than {MAX_CHUNKS:,} chunks")
+    raise BeyondLimits(f"more than {MAX_CHUNKS:,} chunks")
 
 
 def _resolve_size(src: Source, aiff: Aiff, chunk: Chunk) -> Chunk:

@@ -2,9 +2,10 @@
 
 Every format module judges a file from its structure (what the format's specification
 says must be there) and reads only what it needs, usually the head and the tail.
-A checker signals evidence of damage by raising :class:`Damage`; anything else that
-goes wrong inside a checker is poold's problem, not the file's, and becomes an
-``unchecked`` verdict in the dispatcher.
+A checker signals evidence of damage by raising :class:`Damage`, and a file it will
+not judge by raising :class:`BeyondLimits`; anything else that goes wrong inside a
+checker is poold's problem, not the file's, and becomes an ``unchecked`` verdict in
+the dispatcher.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class Damage(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class BeyondLimits(Exception):
+    """Raised by a checker for a file beyond what the quick check reads (an index too
+    large, too many boxes or chunks): not evidence of damage, so ``unchecked``."""
 
 
 def ok(fmt: str, detail: str = "structure complete", duration: float | None = None) -> Verdict:

@@ -23,7 +23,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
-from .base import UNCHECKED, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .tags import trailing_tags_start
 
 FORMAT = "mp4"
@@ -99,10 +99,6 @@ SBR_PS_OBJECT_TYPES = frozenset({5, 29})
 MPEG2_AAC_OTIS = frozenset({0x66, 0x67, 0x68})
 MPEG_AUDIO_OTIS = frozenset({0x69, 0x6B})
 MPEG4_AUDIO_OTI = 0x40
-
-
-class _Unchecked(Exception):
-    """The file is beyond what the quick check handles; not evidence of damage."""
 
 
 class _Malformed(Exception):
@@ -194,13 +190,6 @@ def _fourcc(fourcc: bytes) -> str:
 # --- the check ------------------------------------------------------------------------
 
 def check(src: Source) -> Verdict:
-    try:
-        return _check(src)
-    except _Unchecked as limit:
-        return Verdict(UNCHECKED, "check_limit", str(limit), FORMAT)
-
-
-def _check(src: Source) -> Verdict:
     boxes, walked_to = _walk_top_level(src)
     moov = next((box for box in boxes if box.type == b"moov"), None)
     fragmented = any(box.type == b"moof" for box in boxes)
@@ -238,7 +227,7 @@ def _walk_top_level(src: Source) -> tuple[list[Box], int]:
     offset = 0
     while offset < src.size:
         if len(boxes) >= MAX_TOP_BOXES:
-            raise _Unchecked(f"more than {MAX_TOP_BOXES:,} top-level boxes")
+            raise BeyondLimits(f"more than {MAX_TOP_BOXES:,} top-level boxes")
         box = _top_level_box(src, offset)
         if box is None:
             break
@@ -306,7 +295,7 @@ def _judge_leftover(src: Source, walked_to: int, have_index: bool) -> None:
 
 def _read_body(src: Source, box: Box) -> bytes:
     if box.size > MOOV_LIMIT:
-        raise _Unchecked(f"the '{_fourcc(box.type)}' box is {box.size:,} bytes, "
+        raise BeyondLimits(f"the '{_fourcc(box.type)}' box is {box.size:,} bytes, "
                          f"over the {MOOV_LIMIT:,} the quick check reads")
     parts, pos = [], box.body
     while pos < box.end:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .base import UNCHECKED, WINDOW, Damage, Source, Verdict, is_zero, ok
+from .base import WINDOW, BeyondLimits, Damage, Source, Verdict, is_zero, ok
 from .tags import id3v2_size, trailing_tags_start
 
 FORMAT = "wav"
@@ -40,10 +40,6 @@ STREAMED_SIZES = (0, 0xFFFFFFFF)
 # frames (RIFF 1.0 ch. 3 "PCM"; RFC 2361 for float 3, A-law 6, mu-law 7).
 FRAME_FORMATS = frozenset({1, 3, 6, 7})
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-
-
-class Unchecked(Exception):
-    """The file is beyond what the quick check handles; not evidence of damage."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +143,6 @@ def percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "0%"
 
 
-def unchecked(fmt: str, detail: str) -> Verdict:
-    return Verdict(UNCHECKED, "check_limit", detail, fmt)
-
-
 # --- WAVE ------------------------------------------------------------------------------
 
 def sniff(head: bytes) -> bool:
@@ -193,13 +185,6 @@ class Wave:
 
 
 def check(src: Source) -> Verdict:
-    try:
-        return _check(src)
-    except Unchecked as limit:
-        return unchecked(FORMAT, str(limit))
-
-
-def _check(src: Source) -> Verdict:
     header = src.read(0, FORM_HEADER)
     if len(header) < FORM_HEADER:
         raise Damage("truncated", f"the file ends inside the {FORM_HEADER}-byte RIFF header")
@@ -250,7 +235,7 @@ def _walk(src: Source, wave: Wave, offset: int) -> None:
             raise cut_chunk(src, chunk, "the audio data" if chunk.id == b"data" else "a chunk")
         _take(src, wave, chunk)
         offset = chunk.next
-    raise Unchecked(f"more than {MAX_CHUNKS:,} chunks")
+    raise BeyondLimits(f"more than {MAX_CHUNKS:,} chunks")
 
 
 def _resolve_size(src: Source, wave: Wave, chunk: Chunk) -> Chunk:
