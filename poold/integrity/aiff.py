@@ -19,8 +19,8 @@ import struct
 from dataclasses import dataclass
 
 from .base import BeyondLimits, Damage, Source, Verdict, ok
-from .riff import (CHUNK_HEADER, FORM_HEADER, MAX_CHUNKS, Chunk, bad_chunk_header, cut_chunk, form_cut,
-                   form_type_matches, harmless_tail, percent, read_chunk)
+from .riff import (CHUNK_HEADER, FORM_HEADER, MAX_CHUNKS, Chunk, bad_chunk_header, cut_chunk,
+                   form_type_matches, judge_form_end, percent, read_chunk)
 
 FORMAT = "aiff"
 EXTENSIONS = frozenset({".aif", ".aiff", ".aifc"})
@@ -91,7 +91,7 @@ def check(src: Source) -> Verdict:
     _walk(src, aiff)
     _require_chunks(src, aiff)
     frames = _judge_sound(aiff)
-    _judge_end(src, aiff)
+    judge_form_end(src, aiff, "FORM", big_endian=True)
     rate = aiff.common.rate
     duration = frames / rate if frames and rate and aiff.common.uncompressed else None
     return ok(FORMAT, f"sound data complete: {frames:,} sample frames", duration)
@@ -203,13 +203,3 @@ def _judge_sound(aiff: Aiff) -> int:
     if frames == 0:
         raise Damage("truncated", "the file holds its headers but no sound")
     return frames
-
-
-def _judge_end(src: Source, aiff: Aiff) -> None:
-    if form_cut(aiff.form_end, aiff.walked_to, src.size):
-        raise Damage("truncated", f"the FORM declares {aiff.form_end:,} bytes but the file has "
-                                  f"{src.size:,} ({percent(src.size, aiff.form_end)})")
-    tail = aiff.walked_to if aiff.stopped_early else max(aiff.walked_to, aiff.form_end or 0)
-    if tail < src.size and not harmless_tail(src, tail, big_endian=True):
-        raise Damage("trailing_data", f"{src.size - tail:,} bytes of unrecognised data after the sound "
-                                      f"(from byte {tail:,})")

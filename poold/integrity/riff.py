@@ -192,7 +192,7 @@ def check(src: Source) -> Verdict:
     _walk(src, wave, first_chunk)
     _require_audio(src, wave)
     frames = _judge_data(wave)
-    _judge_end(src, wave)
+    judge_form_end(src, wave, "RIFF form", big_endian=False)
     return ok(FORMAT, _describe(wave, frames), _duration(wave, frames))
 
 
@@ -298,12 +298,14 @@ def _judge_data(wave: Wave) -> int | None:
     return size // fmt.block_align
 
 
-def _judge_end(src: Source, wave: Wave) -> None:
-    if form_cut(wave.form_end, wave.walked_to, src.size):
-        raise Damage("truncated", f"the RIFF form declares {wave.form_end:,} bytes but the file has "
-                                  f"{src.size:,} ({percent(src.size, wave.form_end)})")
-    tail = wave.walked_to if wave.stopped_early else max(wave.walked_to, wave.form_end or 0)
-    if tail < src.size and not harmless_tail(src, tail, big_endian=False):
+def judge_form_end(src: Source, form, name: str, big_endian: bool) -> None:
+    """The end of a RIFF or IFF form (``form`` has form_end, walked_to, stopped_early):
+    cut short is truncation; after it, only harmless bytes (see harmless_tail)."""
+    if form_cut(form.form_end, form.walked_to, src.size):
+        raise Damage("truncated", f"the {name} declares {form.form_end:,} bytes but the file has "
+                                  f"{src.size:,} ({percent(src.size, form.form_end)})")
+    tail = form.walked_to if form.stopped_early else max(form.walked_to, form.form_end or 0)
+    if tail < src.size and not harmless_tail(src, tail, big_endian=big_endian):
         raise Damage("trailing_data", f"{src.size - tail:,} bytes of unrecognised data after the audio "
                                       f"(from byte {tail:,})")
 
