@@ -8,6 +8,7 @@ length match the manifest's duration; with ``verify``, do its hashes match.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -22,7 +23,7 @@ from typing import NamedTuple
 from .integrity import LOGIC_VERSION, check_file
 from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
 from .manifest import Track
-from .state import CachedCheck, FileCache, file_stamp
+from .state import CachedCheck, FileCache, file_key, logic_number
 
 MISSING = "missing"
 DURATION_TOLERANCE = 3.0  # seconds, or 3 %: manifests round durations, encoders pad
@@ -54,11 +55,13 @@ class AuditReport:
     files_checked: int = 0    # files opened (not answered from the cache)
     deep_deferred: int = 0    # files left for the next deep slice
 
-    def add(self, finding: Finding, watched: bool = False) -> None:
+    def add(self, finding: Finding, watched: frozenset[int] = frozenset()) -> None:
+        """Count ``finding``; keep it when it is a problem, or its track ID when it is ok
+        and ``watched`` (the tracks with open incidents)."""
         self.checked += 1
         if finding.status == OK:
             self.ok += 1
-            if watched:
+            if finding.trackid in watched:
                 self.ok_trackids.add(finding.trackid)
         elif finding.status == UNCHECKED:
             self.unchecked.append(finding)
@@ -228,6 +231,9 @@ class Scanner:
         self.prefix = os.path.join(root, "")  # paths are joined as strings: pathlib costs more than the stat
         self.cache = cache
         self.options = options
+        self.use_cache = cache is not None and not options.full
+        self.known = cache.known if self.use_cache else {}  # file_key -> what is cached (see FileCache.known)
+        self.logic = logic_number(LOGIC_VERSION)
         self.clock = clock
         self.started = clock()
         self.checked_files = 0      # files opened in this run (cache misses)
@@ -237,13 +243,22 @@ class Scanner:
     def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
         buffer: list[Job] = []
         in_flight: set = set()
+        prefix, from_cache = self.prefix, self._from_cache if self.use_cache else None
+        level, sliced = self.options.level, self.options.time_limit is not None
         try:
             for track in tracks:
-                result = self._triage(track)
-                if isinstance(result, Finding):
-                    yield result
+                path = prefix + track.path
+                identity = _triage(path, track)
+                if identity.__class__ is Finding:
+                    yield identity
                     continue
-                buffer.append(result)
+                if sliced:
+                    level = self._level()
+                finding = from_cache(track, identity, level) if from_cache else None
+                if finding is not None:
+                    yield finding
+                    continue
+                buffer.append(Job(track, path, identity, level, self.options.verify))
                 if len(buffer) >= self.BATCH:
                     yield from self._dispatch(buffer, in_flight)
                     buffer = []
@@ -254,18 +269,8 @@ class Scanner:
             if self.cache:
                 self.cache.flush()
 
-    def _triage(self, track: Track) -> Finding | Job:
-        path = self.prefix + track.path
-        identity = _triage(path, track)
-        if isinstance(identity, Finding):
-            return identity
-        level = self._level()
-        finding = self._from_cache(track, identity, level)
-        return finding if finding is not None else Job(track, path, identity, level, self.options.verify)
-
     def _level(self) -> str:
-        limit = self.options.time_limit
-        if self.options.level == DEEP and limit is not None and self.clock() - self.started > limit:
+        if self.options.level == DEEP and self.clock() - self.started > self.options.time_limit:
             self.deep_deferred += 1
             return QUICK
         return self.options.level
@@ -273,16 +278,24 @@ class Scanner:
     def _from_cache(self, track: Track, identity: tuple, level: str) -> Finding | None:
         """The finding from the cached verdict, when it is for this very file, this check
         logic and (at least) this level; None when the file must be checked."""
-        if self.cache is None or self.options.full:
-            return None
-        entry = self.cache.lookup(track.path)
-        if entry is None or entry[0] != file_stamp(identity, LOGIC_VERSION) or (level == DEEP and not entry[1]):
-            return None
-        verify = self.options.verify and (track.sha256 or track.md5)
-        if entry[2] and not verify and track.duration is None:
-            return Finding(track.trackid, track.path, OK, "ok", "unchanged since its last check")
+        quick_key = file_key(track.path, identity, self.logic)
+        duration = self.known.get(quick_key, _ABSENT) if level != DEEP else _ABSENT
+        if duration is _ABSENT:
+            duration = self.known.get(quick_key | 1, _ABSENT)  # a deep verdict answers for both levels
+            if duration is _ABSENT:
+                return None
+        if duration is not None and not (self.options.verify and (track.sha256 or track.md5)):  # a plain ok
+            if track.duration is None:
+                return _new_finding((track.trackid, track.path, OK, "ok", UNCHANGED))
+            return conclude(track, OK, "ok", UNCHANGED, duration or None, False, None, None)
+        return self._from_full_row(track, identity, level)
+
+    def _from_full_row(self, track: Track, identity: tuple, level: str) -> Finding | None:
+        """The finding from a cached verdict that is not a plain ok, or needs its hashes."""
         hit = self.cache.full(track.path)
-        if hit is None or (verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5))):
+        if hit is None or hit.identity != identity or hit.logic != LOGIC_VERSION or (level == DEEP and hit.level != DEEP):
+            return None
+        if self.options.verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5)):
             return None
         return conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify, hit.sha256, hit.md5)
 
@@ -321,6 +334,10 @@ class Scanner:
             yield conclude_judged(judged)
 
 
+UNCHANGED = "unchanged since its last check"
+_ABSENT = object()  # no cached verdict for this key
+_new_finding = functools.partial(tuple.__new__, Finding)  # Finding() without its Python-level __new__: one a track
+
 # Verdicts that say more about the moment than the file: checked again next time.
 UNCACHED_REASONS = frozenset({"unreadable", "check_error"})
 
@@ -353,7 +370,7 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
     report = AuditReport(library=str(root), manifest=manifest)
     scanner = Scanner(root, cache, options)
     for finding in scanner.findings(tracks):
-        report.add(finding, finding.trackid in open_ids)
+        report.add(finding, open_ids)
         if on_finding:
             on_finding(finding)
     report.problems.sort(key=lambda finding: finding.trackid)

@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,                   -- digests, when --verify computed them
     md5 TEXT,
     checked REAL NOT NULL,
-    stamp INTEGER NOT NULL         -- file_stamp(size, mtime_ns, inode, ctime_ns, logic): one number to compare
+    stamp INTEGER NOT NULL         -- file_key(path, identity, logic, deep): one number to compare
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS audits (
@@ -368,29 +369,34 @@ class CachedCheck(NamedTuple):
         return self[:4]
 
 
-def file_stamp(identity: tuple[int, int, int, int], logic: str) -> int:
-    """One 64-bit number for a file's stat identity and the check logic: a warm scan
-    loads and compares this instead of five columns a file.
+def file_key(path: str, identity: tuple[int, int, int, int], logic: int, deep: bool = False) -> int:
+    """One 64-bit number for a cached verdict: the path, its file's stat identity, the
+    check logic (see :func:`logic_number`) and, in the lowest bit, whether the check
+    was deep. A warm scan loads
+    these numbers and compares them instead of five columns a file.
 
     Python's hash of a tuple of integers is the same in every process (only str and
-    bytes hashes are salted), so it can be stored; were a future Python to hash
-    differently, every stamp would just mismatch once and the files be checked again.
+    bytes hashes are salted, so the path enters as its CRC-32), so it can be stored;
+    were a future Python to hash differently, every key would just mismatch once and
+    the files be checked again.
     """
-    return hash((*identity, _logic_number(logic)))
+    path_number = zlib.crc32(path.encode("utf-8", "surrogatepass"))
+    return hash((path_number, identity, logic)) & ~1 | deep
 
 
 @functools.lru_cache(maxsize=4)
-def _logic_number(logic: str) -> int:
+def logic_number(logic: str) -> int:
+    """The check-logic version as the number :func:`file_key` takes."""
     return int.from_bytes(logic.encode(), "little")
 
 
 class FileCache:
     """The cache of file verdicts for one scan.
 
-    On first use, the stamp, level and status of every file are read in one query (a
-    scan asks for nearly every row, and one query is many times faster than one a
-    file); the full row is read only for a verdict that is not a plain ok. Writes are
-    batched into one transaction per FLUSH_EVERY.
+    On first use, the key of every cached verdict is loaded in one query (a scan asks
+    about nearly every file, and one query is many times faster than one a file),
+    with the duration of each plain ok verdict: the full row is read only for a
+    verdict that is not ok. Writes are batched into one transaction per FLUSH_EVERY.
     """
 
     FLUSH_EVERY = 500
@@ -399,14 +405,17 @@ class FileCache:
         self.db = state.db
         self.state = state
         self._writes: list[tuple] = []
-        self._rows: dict[str, tuple[int, bool, bool]] | None = None
+        self._known: dict[int, float | None] | None = None
 
-    def lookup(self, path: str) -> tuple[int, bool, bool] | None:
-        """(stamp, deep-checked, plainly ok) of the cached verdict for ``path``."""
-        if self._rows is None:
-            self._rows = {row[0]: (row[1], bool(row[2]), bool(row[3])) for row in self.db.execute(
-                "SELECT path, stamp, level = 'deep', status = 'ok' FROM files")}
-        return self._rows.get(path)
+    @property
+    def known(self) -> dict[int, float | None]:
+        """file_key -> for an ok verdict its duration (0.0 when unknown), else None."""
+        if self._known is None:
+            cursor = self.db.cursor()
+            cursor.row_factory = None  # plain tuples: dict() then builds the map without Python code a row
+            self._known = dict(cursor.execute(
+                "SELECT stamp, CASE WHEN status = 'ok' THEN coalesce(duration, 0.0) END FROM files"))
+        return self._known
 
     def full(self, path: str) -> CachedCheck | None:
         self.flush()
@@ -416,10 +425,10 @@ class FileCache:
         return CachedCheck._make(row) if row else None
 
     def put(self, path: str, check: CachedCheck) -> None:
-        stamp = file_stamp(check.identity, check.logic)
-        if self._rows is not None:
-            self._rows[path] = (stamp, check.level == "deep", check.status == "ok")
-        self._writes.append((path, *check, time.time(), stamp))
+        key = file_key(path, check.identity, logic_number(check.logic), check.level == "deep")
+        if self._known is not None:
+            self._known[key] = (check.duration or 0.0) if check.status == "ok" else None
+        self._writes.append((path, *check, time.time(), key))
         if len(self._writes) >= self.FLUSH_EVERY:
             self.flush()
 

@@ -11,7 +11,7 @@ from conftest import write_manifest
 from poold import app
 from poold.manifest import read_manifest
 from poold.scan import DEEP, QUICK, ScanOptions, Scanner, audit
-from poold.state import State, file_stamp
+from poold.state import State, file_key, logic_number
 
 
 def run(library, **options):
@@ -66,7 +66,7 @@ def test_new_check_logic_voids_cached_verdicts(make_library):
         rows = state.db.execute("SELECT path, size, mtime_ns, inode, ctime_ns FROM files").fetchall()
         for path, *identity in rows:
             state.db.execute("UPDATE files SET logic = 'older', stamp = ? WHERE path = ?",
-                             (file_stamp(tuple(identity), "older"), path))
+                             (file_key(path, tuple(identity), logic_number("older")), path))
     assert run(library).files_checked == 2
 
 
@@ -127,6 +127,8 @@ def test_manifest_size_and_duration(make_library):
     ])
     report = run(library)
     assert {p.trackid: p.reason for p in report.problems} == {1001: "size_mismatch", 1003: "duration_mismatch"}
+    warm = run(library)  # the cached verdict keeps the file's duration for the comparison
+    assert warm.files_checked == 0 and warm.problems == report.problems
 
 
 def test_audit_keeps_only_watched_ok_ids(make_library):
