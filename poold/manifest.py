@@ -18,6 +18,8 @@ import posixpath
 import re
 import stat
 from collections.abc import Iterator
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,7 +82,9 @@ def _small_json_tracks(path: Path) -> list[Track] | None:
             return None
         with open(path, encoding="utf-8-sig") as f:
             rows = json.load(f)["tracks"]
-        tracks = [_plain_track(row) or parse_row(row, "") for row in rows]
+        tracks = _plain_tracks(rows)
+        if tracks is None:
+            tracks = [_plain_track(row) or parse_row(row, "") for row in rows]
         del rows
         if len({track.trackid for track in tracks}) != len(tracks) or len({t.path for t in tracks}) != len(tracks):
             return None
@@ -163,6 +167,39 @@ def _plain_track(row: object) -> Track | None:
     if type(trackid) is not int or trackid <= 0 or type(path) is not str or not _is_clean(path):
         return None
     return Track(trackid, path)
+
+
+def _plain_tracks(rows: list) -> list[Track] | None:
+    """The tracks of rows that are all the common {"trackid": positive int, "path": clean
+    path}, checked a column at a time by C code instead of a row at a time in Python
+    (the same rules as :func:`_plain_track`); None when any row is anything else."""
+    if not isinstance(rows, list) or set(map(type, rows)) - {dict} or set(map(len, rows)) - {2}:
+        return None
+    try:
+        trackids, paths = list(map(itemgetter("trackid"), rows)), list(map(itemgetter("path"), rows))
+    except KeyError:
+        return None
+    if rows and (set(map(type, trackids)) != {int} or min(trackids) <= 0 or set(map(type, paths)) != {str}):
+        return None
+    if not _all_clean(paths):
+        return None
+    nothing = repeat(None)
+    return list(map(tuple.__new__, repeat(Track), zip(trackids, paths, nothing, nothing, nothing, nothing)))
+
+
+# A line of "\n".join(paths) that is a drive letter's path or only white space.
+_DRIVE_OR_BLANK_LINE = re.compile(r"\n(?:.:|[^\S\n]+\n)")
+
+
+def _all_clean(paths: list[str]) -> bool:
+    """:func:`_is_clean` for every path, searched in one string: framed by "/", each
+    path's own frame sits between newlines, so a substring test finds any offender."""
+    framed = "/" + "/\n/".join(paths) + "/"
+    if framed.count("\n") != max(len(paths) - 1, 0):  # a path with a newline of its own
+        return False
+    if "//" in framed or "/./" in framed or "/../" in framed or "\n/\\" in framed or framed.startswith("/\\"):
+        return False
+    return not _DRIVE_OR_BLANK_LINE.search("\n" + "\n".join(paths) + "\n")
 
 
 def _is_clean(path: str) -> bool:

@@ -125,3 +125,37 @@ def test_small_json_parsed_whole_gives_the_same_tracks_as_streaming(tmp_path, mo
     whole = list(read_manifest(path))
     monkeypatch.setattr(manifest, "WHOLE_JSON_LIMIT", 0)
     assert list(read_manifest(path)) == whole and len(whole) == 501
+
+
+ODD_PATHS = ["a.mp3", "a/b.mp3", "", " ", "\t", " a.mp3", "/a.mp3", "\\a.mp3", "a\\b.mp3", "C:/a.mp3",
+             "c:a.mp3", "a:b.mp3", "ab:c.mp3", ".", "..", "./a.mp3", "../a.mp3", "a/./b.mp3", "a/../b.mp3",
+             "a/.", "a/..", "a//b.mp3", "a/", "a/.hidden.mp3", "..a.mp3", "a..mp3", "a/\nb.mp3", "a\u00a0b.mp3",
+             "\u00a0", "\u3000", "dj/ünïcödé.mp3", "a\rb.mp3"]
+
+
+@pytest.mark.parametrize("odd", ODD_PATHS)
+def test_column_check_of_paths_agrees_with_the_row_check(odd):
+    """The C-speed check of a whole manifest's paths accepts exactly what the per-row check
+    does, except a path with a newline, which it leaves to the per-row check."""
+    paths = ["crate/first.mp3", odd, "crate/last.mp3"]
+    agrees = (lambda column, row: column == row) if "\n" not in odd else (lambda column, row: not column)
+    assert agrees(manifest._all_clean(paths), all(manifest._is_clean(p) for p in paths))
+    assert agrees(manifest._all_clean([odd]), manifest._is_clean(odd))
+
+
+@pytest.mark.parametrize("rows", [
+    [{"trackid": 1, "path": "a.mp3"}, {"trackid": True, "path": "b.mp3"}],
+    [{"trackid": 1, "path": "a.mp3"}, {"trackid": 0, "path": "b.mp3"}],
+    [{"trackid": 1, "path": "a.mp3"}, {"trackid": "2", "path": "b.mp3"}],
+    [{"trackid": 1, "path": "a.mp3"}, {"trackid": 2, "path": 3}],
+    [{"trackid": 1, "path": "a.mp3"}, {"trackid": 2, "name": "b.mp3"}],
+    [{"trackid": 1, "path": "a.mp3"}, {"trackid": 2, "path": "b.mp3", "size": 1}],
+    [{"trackid": 1, "path": "a.mp3"}, ["b.mp3"]],
+])
+def test_plain_rows_only_take_the_column_path(rows):
+    assert manifest._plain_tracks(rows) is None
+
+
+def test_plain_rows_become_tracks():
+    rows = [{"trackid": 7, "path": "a/b.mp3"}, {"path": "c.mp3", "trackid": 8}]
+    assert manifest._plain_tracks(rows) == [Track(7, "a/b.mp3"), Track(8, "c.mp3")]
