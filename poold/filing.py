@@ -23,8 +23,8 @@ import contextlib
 import datetime
 import fcntl
 import logging
+import os
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -147,7 +147,7 @@ def _ago(seconds: float) -> str:
 def enqueue(state: State, batches: list[Batch], now: float | None = None) -> list[int | None]:
     """Write each batch to the outbox as a pending request; an id per batch, None for a
     batch skipped because another process queued one of its tracks first."""
-    return [state.enqueue(uuid.uuid4().hex, batch.cause, batch.reason, list(batch.incidents), now) for batch in batches]
+    return [state.enqueue(os.urandom(16).hex(), batch.cause, batch.reason, list(batch.incidents), now) for batch in batches]
 
 
 def drain(state: State, client: PoolClient) -> list[OutboxRequest]:
