@@ -2,7 +2,7 @@
 
 A manifest maps POOL track IDs to the files they should be in the library. All three
 formats are read incrementally, one record at a time, so a manifest of a million rows
-costs memory for the duplicate checks (one small set entry per row), not for the rows.
+costs memory for the duplicate checks (16 bytes a row), not for the rows.
 Any bad row stops the read with a :class:`ManifestError` naming the file and row: poold
 never acts on a manifest it could not read completely.
 """
@@ -18,8 +18,9 @@ import posixpath
 import re
 import stat
 from collections.abc import Iterator
-from itertools import repeat
-from operator import itemgetter
+from array import array
+from itertools import compress, islice, repeat
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,9 +57,10 @@ def read_manifest(path: str | Path) -> Iterator[Track]:
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             for location, row in rows(f, path):
-                track = _plain_track(row) or parse_row(row, f"{path}: {describe(location)}")
-                seen.add(track, location)
+                track = _plain_track(row) or parse_row(row, _Where(path, location))
+                seen.add(track)
                 yield track
+        seen.check()
     except FileNotFoundError:
         raise ManifestError(f"{path}: manifest not found") from None
     except UnicodeDecodeError as exc:
@@ -113,39 +115,60 @@ def estimate_rows(path: str | Path) -> int:
 
 
 class _DuplicateGuard:
-    """Remembers the IDs and paths seen so far, compactly, to reject duplicates.
+    """Rejects a manifest that lists a track ID or a path twice, with little memory.
 
-    Paths are kept as their 64-bit hashes (a million rows cost about 100 MB, not the
-    paths' own size); a repeated hash re-reads the file to tell a real duplicate from
-    a collision and to name the earlier row.
+    It collects the IDs' and paths' hashes in arrays (16 bytes a row; sets of them
+    cost about 120) and looks for a repeated one once the whole manifest has been
+    read, by sorting. The tracks were yielded by then, but nothing acts on a manifest
+    before its read is over, and the read ends with the error. A repeated hash re-reads
+    the file, to tell a real duplicate from a collision and to name both rows.
     """
 
     def __init__(self, path: Path):
         self.path = path
-        self.ids: set[int] = set()
-        self.paths: set[int] = set()
+        self.ids = array("q")
+        self.paths = array("q")
 
-    def add(self, track: Track, location) -> None:
-        if track.trackid in self.ids:
-            earlier = self._first_row(lambda t: t.trackid == track.trackid)
-            raise ManifestError(f"{self.path}: {describe(location)}: trackid {track.trackid} already listed at {earlier}")
-        key = hash(track.path)
-        if key in self.paths:
-            earlier = self._first_row(lambda t: t.path == track.path)
-            if earlier is not None:
-                raise ManifestError(f"{self.path}: {describe(location)}: path {track.path!r} already listed at {earlier}")
-        self.ids.add(track.trackid)
-        self.paths.add(key)
+    def add(self, track: Track) -> None:
+        self.ids.append(hash(track.trackid))
+        self.paths.append(hash(track.path))
 
-    def _first_row(self, matches) -> str | None:
-        """Where the first track that ``matches`` is (None: a digest collision, not a duplicate)."""
+    def check(self) -> None:
+        for key in _repeated(self.ids):
+            self._raise_if_repeated(lambda t: hash(t.trackid) == key, lambda t: t.trackid, "trackid {}")
+        for key in _repeated(self.paths):
+            self._raise_if_repeated(lambda t: hash(t.path) == key, lambda t: t.path, "path {!r}")
+
+    def _raise_if_repeated(self, candidate, value, words: str) -> None:
+        """Raise for the first row that repeats an earlier one among the ``candidate`` rows."""
         kind = FORMATS[self.path.suffix.lower()]
-        rows = _READERS[kind]
+        first: dict[object, str] = {}
         with open(self.path, encoding="utf-8-sig", newline="") as f:
-            for location, row in rows(f, self.path):
-                if matches(_plain_track(row) or parse_row(row, describe(location))):
-                    return describe(location)
-        return None
+            for location, row in _READERS[kind](f, self.path):
+                track = _plain_track(row) or parse_row(row, _Where(self.path, location))
+                if not candidate(track):
+                    continue
+                if value(track) in first:
+                    raise ManifestError(f"{self.path}: {describe(location)}: {words.format(value(track))} "
+                                        f"already listed at {first[value(track)]}")
+                first[value(track)] = describe(location)
+
+
+def _repeated(keys: array) -> list[int]:
+    """The values that occur more than once in ``keys``."""
+    ordered = sorted(keys)
+    return sorted(set(compress(ordered, map(eq, ordered, islice(ordered, 1, None)))))
+
+
+class _Where:
+    """A row's place for an error message, worked out only if one is made: for a JSON
+    array element that means counting lines from the start of the file."""
+
+    def __init__(self, path: Path, location: int | tuple[int, Path, int]):
+        self.path, self.location = path, location
+
+    def __str__(self) -> str:
+        return f"{self.path}: {describe(self.location)}"
 
 
 def describe(location: int | tuple[int, Path, int]) -> str:
@@ -209,8 +232,8 @@ def _is_clean(path: str) -> bool:
             and "/./" not in framed and "/../" not in framed and not path.isspace())
 
 
-def parse_row(row: object, where: str) -> Track:
-    """One manifest record -> Track; ``where`` prefixes every error."""
+def parse_row(row: object, where: object) -> Track:
+    """One manifest record -> Track; ``where`` (formatted only for an error) prefixes every error."""
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected an object with trackid and path, got {type(row).__name__}")
     return Track(
@@ -223,7 +246,7 @@ def parse_row(row: object, where: str) -> Track:
     )
 
 
-def _trackid(value: object, where: str) -> int:
+def _trackid(value: object, where: object) -> int:
     if value is None or value == "":
         raise ManifestError(f"{where}: missing trackid")
     if isinstance(value, str) and value.strip().isdigit():
@@ -233,7 +256,7 @@ def _trackid(value: object, where: str) -> int:
     return value
 
 
-def normalise_path(value: object, where: str) -> str:
+def normalise_path(value: object, where: object) -> str:
     """A clean relative POSIX path that stays inside the library root."""
     if not isinstance(value, str) or not value.strip():
         raise ManifestError(f"{where}: missing path")
@@ -245,7 +268,7 @@ def normalise_path(value: object, where: str) -> str:
     return clean
 
 
-def _optional_int(row: dict, key: str, where: str) -> int | None:
+def _optional_int(row: dict, key: str, where: object) -> int | None:
     value = row.get(key)
     if value is None or value == "":
         return None
@@ -256,7 +279,7 @@ def _optional_int(row: dict, key: str, where: str) -> int | None:
     return value
 
 
-def _optional_hex(row: dict, key: str, where: str) -> str | None:
+def _optional_hex(row: dict, key: str, where: object) -> str | None:
     value = row.get(key)
     if value is None or value == "":
         return None
@@ -265,7 +288,7 @@ def _optional_hex(row: dict, key: str, where: str) -> str | None:
     return value.lower()
 
 
-def _optional_duration(row: dict, where: str) -> float | None:
+def _optional_duration(row: dict, where: object) -> float | None:
     value = row.get("duration")
     if value is None or value == "":
         return None
