@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
+import operator
 import os
 import stat
 import sys
@@ -42,14 +44,73 @@ class Finding(NamedTuple):
         return self._asdict()
 
 
+class FindingList:
+    """Findings, read back in track-ID order: in memory up to SPILL_AFTER, beyond that
+    in sorted runs in a temporary file, merged when read. A library gone missing gives
+    a finding for every track; a million of them must not need memory each (about
+    200 bytes a finding)."""
+
+    SPILL_AFTER = 50_000
+    CHUNK = 1_000  # findings a pickle in the file: the merge holds one chunk a run
+
+    def __init__(self, findings: Iterable[Finding] = ()):
+        self._memory: list[Finding] = []
+        self._runs: list[tuple[int, int]] = []  # (offset, chunks) of each sorted run in _file
+        self._file = None
+        self._count = 0
+        for finding in findings:
+            self.append(finding)
+
+    def append(self, finding: Finding) -> None:
+        self._memory.append(finding)
+        self._count += 1
+        if len(self._memory) >= self.SPILL_AFTER:
+            self._spill()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Finding]:
+        in_memory = sorted(self._memory, key=_trackid)
+        if not self._runs:
+            return iter(in_memory)
+        return heapq.merge(*(self._read_run(*run) for run in self._runs), in_memory, key=_trackid)
+
+    def _spill(self) -> None:
+        import pickle  # loaded only by an audit that spills
+        import tempfile
+
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="poold-findings-")
+        self._memory.sort(key=_trackid)
+        start = self._file.seek(0, os.SEEK_END)
+        for offset in range(0, len(self._memory), self.CHUNK):
+            pickle.dump(self._memory[offset:offset + self.CHUNK], self._file, pickle.HIGHEST_PROTOCOL)
+        self._runs.append((start, -(-len(self._memory) // self.CHUNK)))
+        self._memory = []
+
+    def _read_run(self, position: int, chunks: int) -> Iterator[Finding]:
+        import pickle
+
+        for _ in range(chunks):  # other runs read the same file in between: seek every time
+            self._file.seek(position)
+            chunk = pickle.load(self._file)
+            position = self._file.tell()
+            yield from chunk
+
+
+_trackid = operator.itemgetter(0)
+
+
 @dataclass
 class AuditReport:
     library: str
     manifest: str
     checked: int = 0
     ok: int = 0
-    problems: list[Finding] = field(default_factory=list)
-    unchecked: list[Finding] = field(default_factory=list)
+    missing: int = 0
+    problems: FindingList = field(default_factory=FindingList)   # missing and corrupt, by track ID
+    unchecked: FindingList = field(default_factory=FindingList)
     ok_trackids: set[int] = field(default_factory=set)  # only those that had open incidents
     guard: str | None = None  # why filing is withheld, when the library looks unavailable
     files_checked: int = 0    # files opened (not answered from the cache)
@@ -66,11 +127,8 @@ class AuditReport:
         elif finding.status == UNCHECKED:
             self.unchecked.append(finding)
         else:
+            self.missing += finding.status == MISSING
             self.problems.append(finding)
-
-    @property
-    def missing(self) -> int:
-        return sum(1 for p in self.problems if p.status == MISSING)
 
 
 class LibraryUnavailable(Exception):
@@ -373,7 +431,6 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
         report.add(finding, open_ids)
         if on_finding:
             on_finding(finding)
-    report.problems.sort(key=lambda finding: finding.trackid)
     report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
     if report.checked and report.missing / report.checked > max_missing_fraction:
         report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import random
 
 import pytest
 
@@ -10,7 +11,7 @@ import media
 from conftest import write_manifest
 from poold import app
 from poold.manifest import read_manifest
-from poold.scan import DEEP, QUICK, ScanOptions, Scanner, audit
+from poold.scan import DEEP, QUICK, Finding, FindingList, ScanOptions, Scanner, audit
 from poold.state import State, file_key, logic_number
 
 
@@ -109,7 +110,7 @@ def test_verify_compares_hashes_and_caches_digests(make_library):
             for t, p in library.paths.items()]
     rows[1]["sha256"] = "0" * 64
     write_manifest(library.manifest, rows)
-    assert run(library).problems == []  # hashes are compared only with --verify
+    assert list(run(library).problems) == []  # hashes are compared only with --verify
     report = run(library, verify=True)
     assert [(p.trackid, p.reason) for p in report.problems] == [(1002, "checksum_mismatch")]
     assert report.files_checked == 2
@@ -128,7 +129,7 @@ def test_manifest_size_and_duration(make_library):
     report = run(library)
     assert {p.trackid: p.reason for p in report.problems} == {1001: "size_mismatch", 1003: "duration_mismatch"}
     warm = run(library)  # the cached verdict keeps the file's duration for the comparison
-    assert warm.files_checked == 0 and warm.problems == report.problems
+    assert warm.files_checked == 0 and list(warm.problems) == list(report.problems)
 
 
 def test_audit_keeps_only_watched_ok_ids(make_library):
@@ -154,5 +155,28 @@ def test_moved_track_is_found_at_its_recorded_location(make_library):
     with State(library.config().state.dir) as state:
         state.set_location(1001, "new crate/renamed.mp3", "crate2/track1001.mp3")
     report = run(library)
-    assert report.problems == [] and report.checked == 2
+    assert not report.problems and report.checked == 2
     assert json.loads(library.manifest.read_text())["tracks"][0]["path"] == "crate2/track1001.mp3"
+
+
+def test_findings_beyond_the_memory_limit_spill_and_come_back_in_order(monkeypatch):
+    """A long list of findings goes to a temporary file in sorted runs; reading merges them."""
+    monkeypatch.setattr(FindingList, "SPILL_AFTER", 100)
+    monkeypatch.setattr(FindingList, "CHUNK", 7)
+    trackids = list(range(1, 1001))
+    random.Random(6).shuffle(trackids)
+    findings = FindingList(Finding(t, f"crate/{t}.mp3", "missing", "missing", "no file at this path") for t in trackids)
+    assert findings._runs and len(findings) == 1000
+    assert [f.trackid for f in findings] == list(range(1, 1001))
+    assert list(findings) == list(findings)  # it can be read again
+    assert all(type(f) is Finding and f.path == f"crate/{f.trackid}.mp3" for f in findings)
+
+
+def test_a_vanished_library_keeps_few_findings_in_memory(make_library, monkeypatch):
+    monkeypatch.setattr(FindingList, "SPILL_AFTER", 4)
+    library = make_library(["mp3"] * 3)
+    rows = [{"trackid": t, "path": f"gone/{t}.mp3"} for t in range(20, 0, -1)]
+    write_manifest(library.manifest, rows)
+    report = run(library)
+    assert report.missing == 20 and len(report.problems) == 20 and len(report.problems._memory) < 4
+    assert [p.trackid for p in report.problems] == list(range(1, 21))
