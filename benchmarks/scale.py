@@ -211,6 +211,16 @@ def report(rows: list[dict], big: dict | None) -> None:
               f"peak RSS {big['rss']:.0f} MB, {big['checked']:,} tracks judged.")
 
 
+def byte_compile_poold() -> None:
+    """Measure poold as pip installs it, byte-compiled: a source checkout run with
+    PYTHONDONTWRITEBYTECODE set would compile every module at each start instead."""
+    import compileall
+
+    import poold
+
+    compileall.compile_dir(Path(poold.__file__).parent, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracks", type=int, action="append", help="library size (repeatable; default 10000)")
@@ -218,6 +228,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "_work" / "scale")
     args = parser.parse_args()
     sizes = sorted(args.tracks or [10_000])
+    byte_compile_poold()
     seeds = make_seeds(args.work / "seeds")
     rows = []
     for n in sizes:
