@@ -6,6 +6,8 @@ import os
 import random
 import shutil
 import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 
 import av
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 import media
-from poold.integrity import base, check_file, deep
+from poold.integrity import base, check_file, crc, deep
 from poold.integrity.deep import DeepUnavailable, deep_check
 
 # Formats whose checksums cover the coded audio, so any flip must be caught.
@@ -108,6 +110,72 @@ def test_video_can_be_decoded_too(made):
     assert "frames decoded" in verdict.detail
 
 
+# --- the video is demuxed in a thread beside the audio decode ---
+
+def video_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("poold-deep-video")]
+
+
+def test_video_packets_are_demuxed_beside_the_audio(made):
+    verdict = deep_check(made("mp4"))
+    assert verdict.status == base.OK, verdict
+    assert "aac" in verdict.detail and "video" in verdict.detail and "packets demuxed" in verdict.detail
+    assert not video_threads()
+
+
+@pytest.mark.parametrize("error,expected", [
+    (base.Damage("decode_error", "a video packet is corrupt"), (base.CORRUPT, "decode_error")),
+    (OSError(5, "Input/output error"), (base.UNCHECKED, "check_error")),
+])
+def test_a_failure_in_the_video_thread_is_the_verdict(made, monkeypatch, error, expected):
+    def failing(*_args):
+        raise error
+
+    monkeypatch.setattr(deep, "_demux_video", failing)
+    verdict = deep_check(made("mp4"))
+    assert (verdict.status, verdict.reason) == expected, verdict
+    assert not video_threads()
+
+
+def test_damaged_audio_stops_and_joins_the_video_thread(made, monkeypatch):
+    """The audio's verdict stands; the video thread is told to stop and is gone when it returns."""
+    seen = {}
+    real_demux_video = deep._demux_video
+
+    def watched(av, path, fmt, decode_video, stop):
+        seen["stop"] = stop
+        result = real_demux_video(av, path, fmt, decode_video, stop)
+        seen["finished"] = True
+        return result
+
+    def damaged_audio(_av, _container):
+        raise base.Damage("decode_error", "decoding failed at 1.00 s (audio stream 1): Invalid data")
+
+    monkeypatch.setattr(deep, "_demux_video", watched)
+    monkeypatch.setattr(deep, "_decode_audio", damaged_audio)
+    verdict = deep_check(made("mp4"))
+    assert (verdict.status, verdict.reason) == (base.CORRUPT, "decode_error"), verdict
+    assert seen["stop"].is_set() and seen.get("finished")
+    assert not video_threads()
+
+
+def test_cut_video_is_caught_without_the_quick_check(copy_of, monkeypatch):
+    """With the index first, cutting the file loses the last packets of both tracks."""
+    path = copy_of("mp4_faststart")
+    intact = check_file(path)
+    media.truncate(path, 0.9)
+    monkeypatch.setattr(deep, "check_file", lambda _path: intact)
+    verdict = deep_check(path)
+    assert verdict.status == base.CORRUPT, verdict
+    assert not video_threads()
+
+
+def test_frame_threads_are_left_to_the_scan_in_its_worker_processes():
+    assert deep._cores_to_spare()
+    with ProcessPoolExecutor(1) as pool:
+        assert not pool.submit(deep._cores_to_spare).result()
+
+
 def test_length_is_compared_with_the_quick_check(made, monkeypatch):
     path = made("m4a")
     claimed = base.Verdict(base.OK, "ok", "stub", "mp4", 10.0)
@@ -192,11 +260,18 @@ def reference_crc16_arc(data: bytes) -> int:
     return crc
 
 
-@pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 64, 1000, 5000])
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 64, 1000, 5000, 32_767, 32_768, 100_000])
 def test_crc16_arc_matches_reference(size):
     data = random.Random(size).randbytes(size)
-    assert deep._crc16_arc(data) == reference_crc16_arc(data)
-    assert deep._crc16_arc(b"123456789") == 0xBB3D  # the catalogued check value of CRC-16/ARC
+    assert crc.crc16_arc([data]) == reference_crc16_arc(data)
+    assert crc.crc16_arc([data[:size // 3], data[size // 3:]]) == reference_crc16_arc(data)
+    assert crc.crc16_arc([b"123456789"]) == 0xBB3D  # the catalogued check value of CRC-16/ARC
+
+
+def test_x_to_the_period_is_one_modulo_the_crc16_polynomial():
+    """What lets crc.poly16_extend XOR 32,767-byte blocks together: x^(2^15) = x (mod P),
+    computed by repeated squaring alone."""
+    assert crc._x_pow_2k(15) == 2
 
 
 def test_crc16_arc_streams_across_chunks(tmp_path, monkeypatch):
@@ -206,3 +281,38 @@ def test_crc16_arc_streams_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(deep, "CHUNK", 777)
     with base.Source(path) as src:
         assert deep.crc16_arc_of(src, 5, 9_990) == reference_crc16_arc(data[5:9_990])
+
+
+@pytest.mark.parametrize("size", [32_766, 32_767, 32_768, 100_000])
+def test_flac_crc16_matches_reference_across_the_period(size):
+    data = random.Random(size).randbytes(size)
+    assert crc.crc16(data) == reference_crc16(data)
+
+
+def reference_crc16(data: bytes) -> int:
+    """FLAC's CRC-16 (RFC 9639 section 9.3) bit by bit: polynomial 0x8005, MSB first."""
+    value = 0
+    for byte in data:
+        value ^= byte << 8
+        for _ in range(8):
+            value = ((value << 1) ^ 0x8005) & 0xFFFF if value & 0x8000 else (value << 1) & 0xFFFF
+    return value
+
+
+# --- Ogg pages are read a chunk at a time ---
+
+def test_ogg_pages_are_verified_across_chunk_boundaries(copy_of, monkeypatch):
+    path = copy_of("ogg")
+    whole = deep_check(path).detail
+    monkeypatch.setattr(deep, "CHUNK", deep.OGG_MAX_PAGE)  # the smallest chunk that holds any page
+    assert deep_check(path).detail == whole
+    flip_bytes(path, 1)
+    assert deep_check(path).reason == "crc_mismatch"
+
+
+def test_ogg_page_crc_helper_agrees_with_crc32_ogg():
+    page = bytearray(random.Random(3).randbytes(5000))
+    page[22:26] = crc.crc32_ogg(bytes(page[:22]) + bytes(4) + bytes(page[26:])).to_bytes(4, "little")
+    assert crc.ogg_page_crc_matches(bytes(page).translate(crc.BIT_REVERSED))
+    page[4000] ^= 0x10
+    assert not crc.ogg_page_crc_matches(bytes(page).translate(crc.BIT_REVERSED))

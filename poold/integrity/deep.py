@@ -18,18 +18,26 @@ extra) with its error detection turned up, and verifies what the formats define:
 
 Video tracks are demuxed packet by packet (every packet must be readable); decoding
 them costs tens of seconds per music video, so it is opt-in (``decode_video=True``).
-Memory stays bounded: the file is streamed packet by packet and page by page.
+The video is demuxed in a thread beside the audio decode, from a second demuxer: both
+spend their time inside FFmpeg, which releases the GIL, so a second core runs it.
+Memory stays bounded: the file is streamed packet by packet and chunk by chunk.
+
+What the quick check established is not redone: FFmpeg is told the container format
+instead of probing for it (see :data:`DEMUXERS`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import check_file
 from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict
-from .crc import crc32_ogg
+from .crc import BIT_REVERSED, crc16_arc, ogg_page_crc_matches
 from .tags import leading_tags_end, trailing_tags_start
 
 
@@ -61,7 +69,7 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
     try:
         with Source(path) as src:
             notes = _verify_checksums(src, quick.format)
-        decoded = _decode(av, path, decode_video)
+        decoded = _decode(av, path, quick.format, decode_video)
         notes += decoded.verify(quick.duration)
     except Damage as damage:
         return Verdict(CORRUPT, damage.reason, damage.detail, quick.format, quick.duration)
@@ -99,6 +107,7 @@ def _verify_checksums(src: Source, fmt: str | None) -> list[str]:
 
 
 OGG_HEADER = 27
+OGG_MAX_PAGE = OGG_HEADER + 255 + 255 * 255
 
 
 def _verify_ogg_pages(src: Source) -> str:
@@ -107,22 +116,26 @@ def _verify_ogg_pages(src: Source) -> str:
     The checksum covers the whole page, header and body, with its own field zeroed.
     Pages follow each other without gaps, so each must start where the previous one
     ended, until the tag blocks some taggers append (see :mod:`.tags`) or the end.
+    The file is read, and its bits reflected for the CRC, a chunk of many pages at a time.
     """
     offset = leading_tags_end(src)
     pages = 0
+    chunk, chunk_start = b"", offset
     while offset < src.size:
-        header = src.read(offset, OGG_HEADER + 255)
+        at = offset - chunk_start
+        if len(chunk) - at < OGG_MAX_PAGE and chunk_start + len(chunk) < src.size:
+            chunk, chunk_start, at = src.read(offset, CHUNK), offset, 0
+            reflected = memoryview(chunk.translate(BIT_REVERSED))
+        header = chunk[at:at + OGG_HEADER + 255]
         if header[:4] != b"OggS":
             if pages and trailing_tags_start(src, offset) == offset:
                 break
             raise Damage("bad_structure", f"no Ogg page at byte {offset:,}, where page {pages:,} ends")
         lacing = header[OGG_HEADER:OGG_HEADER + header[26]] if len(header) >= OGG_HEADER else b""
         size = OGG_HEADER + len(lacing) + sum(lacing)
-        page = src.read(offset, size)
-        if len(header) < OGG_HEADER or len(lacing) < header[26] or len(page) < size:
+        if len(header) < OGG_HEADER or len(lacing) < header[26] or at + size > len(chunk):
             raise Damage("truncated", f"Ogg page {pages + 1:,} at byte {offset:,} runs past the end of the file")
-        stored = int.from_bytes(page[22:26], "little")
-        if crc32_ogg(page[:22] + b"\0\0\0\0" + page[26:]) != stored:
+        if not ogg_page_crc_matches(reflected[at:at + size]):
             raise Damage("crc_mismatch", f"the CRC of Ogg page {pages + 1:,} (byte {offset:,}) does not match its data")
         offset += size
         pages += 1
@@ -193,7 +206,7 @@ def _lame_tag(src: Source) -> _LameTag | None:
     # field still zero and, past a shorter frame's end, its buffer's zero padding: the
     # same bytes for MPEG-1 stereo, where the field sits at byte 190.
     ffmpeg_span = (frame[:tag_crc_at] + b"\0\0" + frame[tag_crc_at + 2:]).ljust(190, b"\0")[:190]
-    if stored_tag_crc not in (_crc16_arc(frame[:tag_crc_at]), _crc16_arc(ffmpeg_span)):
+    if stored_tag_crc not in (crc16_arc([frame[:tag_crc_at]]), crc16_arc([ffmpeg_span])):
         return None
     return _LameTag(frame_start, len(frame), music_length=int.from_bytes(lame[28:32], "big"),
                     music_crc=int.from_bytes(lame[32:34], "big"), mp3_gain=lame[25])
@@ -244,68 +257,9 @@ def _mp3gain_applied(src: Source, stream_start: int, stream_end: int) -> bool:
     return _MP3GAIN_MARK in tags.upper()
 
 
-# CRC-16/ARC over long data, fast in pure Python: a CRC is the remainder of the message
-# polynomial over GF(2), and Python's big integers hold a whole chunk as one
-# polynomial. Reducing it by folding its upper half onto the lower one (x^k mod P
-# times the upper half, a carry-less product of a few shifts) costs a handful of
-# big-integer operations per halving instead of one Python step per byte.
-_ARC_POLY = 0x18005
-_BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
-_X_POW_2K = []  # x^(2^k) mod P for k = 0, 1, ...
-
-
-def _clmul(a: int, b: int) -> int:
-    """Carry-less (GF(2)) product of two polynomials held as integers."""
-    product = 0
-    while b:
-        low = b & -b
-        product ^= a << (low.bit_length() - 1)
-        b ^= low
-    return product
-
-
-def _mod_small(value: int) -> int:
-    while value.bit_length() > 16:
-        value ^= _ARC_POLY << (value.bit_length() - 17)
-    return value
-
-
-def _x_pow_2k(k: int) -> int:
-    while len(_X_POW_2K) <= k:
-        _X_POW_2K.append(_mod_small(_clmul(_X_POW_2K[-1], _X_POW_2K[-1])) if _X_POW_2K else 2)
-    return _X_POW_2K[k]
-
-
-def _gf2_mod(value: int) -> int:
-    while value.bit_length() > 64:
-        k = (value.bit_length() - 1).bit_length() - 1
-        half = 1 << k
-        value = (value & ((1 << half) - 1)) ^ _clmul(value >> half, _x_pow_2k(k))
-    return _mod_small(value)
-
-
-def _arc_remainder(remainder: int, data: bytes) -> int:
-    """Extend the running remainder (of the bit-reversed message) by ``data``."""
-    polynomial = int.from_bytes(data.translate(_BIT_REVERSED), "big")
-    return _gf2_mod((remainder << (8 * len(data))) ^ polynomial)
-
-
-def _arc_finish(remainder: int) -> int:
-    """The CRC-16/ARC value: the message times x^16 mod P, bit-reflected back."""
-    return int(f"{_gf2_mod(remainder << 16):016b}"[::-1], 2)
-
-
-def _crc16_arc(data: bytes) -> int:
-    return _arc_finish(_arc_remainder(0, data))
-
-
 def crc16_arc_of(src: Source, start: int, end: int) -> int:
     """CRC-16/ARC of the file's bytes ``start:end``, read in bounded chunks."""
-    remainder = 0
-    for offset in range(start, end, CHUNK):
-        chunk = src.read(offset, min(CHUNK, end - offset))
-        remainder = _arc_remainder(remainder, chunk)
-    return _arc_finish(remainder)
+    return crc16_arc(src.read(offset, min(CHUNK, end - offset)) for offset in range(start, end, CHUNK))
 
 
 # --- decoding -------------------------------------------------------------------------
@@ -328,35 +282,58 @@ class _AudioTally:
     def seconds(self) -> float:
         return self.samples / self.rate if self.rate else 0.0
 
-    def add(self, frame) -> None:
-        self.samples += frame.samples
-        if self.flac is not None:
-            self.flac.update(frame)
+    def decode(self, packet) -> None:
+        for frame in packet.decode():
+            self.samples += frame.samples
+            if self.flac is not None:
+                self.flac.update(frame)
+
+
+@dataclass
+class _VideoTally:
+    decode_frames: bool
+    packets: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    ends: dict[int, int] = field(default_factory=dict)  # stream index -> largest pts + duration
+
+    def add(self, packet) -> None:
+        if packet.size:
+            self.packets += 1
+            if packet.pts is not None:  # in the stream's time base: compared as integers, converted once
+                end = packet.pts + (packet.duration or 0)
+                index = packet.stream_index
+                self.ends[index] = max(end, self.ends.get(index, end))
+        if self.decode_frames:
+            self.frames += len(packet.decode())
+
+    def finish(self, streams: list) -> None:
+        """Convert the ends to seconds while the streams (and their container) are open."""
+        by_index = {stream.index: stream for stream in streams}
+        self.seconds = max((_seconds(by_index[index], end) for index, end in self.ends.items()), default=0.0)
 
 
 @dataclass
 class _Decoded:
     audio: list[_AudioTally] = field(default_factory=list)
-    video_packets: int = 0
-    video_frames: int = 0
-    video_seconds: float = 0.0
+    video: _VideoTally | None = None
 
     def describe(self) -> str:
         parts = [f"{a.codec} {a.samples:,} samples ({a.seconds:.2f} s)" for a in self.audio]
-        if self.video_packets:
-            decoded = f", {self.video_frames:,} frames decoded" if self.video_frames else ""
-            parts.append(f"video {self.video_packets:,} packets demuxed{decoded}")
+        if self.video is not None and self.video.packets:
+            decoded = f", {self.video.frames:,} frames decoded" if self.video.frames else ""
+            parts.append(f"video {self.video.packets:,} packets demuxed{decoded}")
         return ", ".join(parts)
 
     @property
     def seconds(self) -> float:
-        return max([a.seconds for a in self.audio] + [self.video_seconds])
+        return max([a.seconds for a in self.audio] + [self.video.seconds if self.video else 0.0])
 
     def verify(self, expected: float | None) -> list[str]:
         """Raise Damage when what decoded contradicts the file's own description."""
         if self.audio and not any(a.samples for a in self.audio):
             raise Damage("decode_error", "decodes to nothing: no audio samples at all")
-        if not self.audio and not self.video_packets:
+        if not self.audio and not (self.video and self.video.packets):
             raise Damage("decode_error", "decodes to nothing: no audio or video")
         notes = [note for a in self.audio if a.flac for note in a.flac.verify(a.samples)]
         if expected is not None:
@@ -367,61 +344,111 @@ class _Decoded:
         return notes
 
 
-def _decode(av, path, decode_video: bool) -> _Decoded:
+# The FFmpeg demuxer of each format the quick check recognises: naming it skips FFmpeg's
+# own format probing, which reads the file's start again (for MP3, scanning its frames).
+DEMUXERS = {"mp3": "mp3", "flac": "flac", "ogg": "ogg", "mp4": "mov", "wav": "wav", "aiff": "aiff"}
+# FFmpeg's WAV demuxer probes 16-bit PCM data for compressed audio carried as PCM (AC-3
+# or DTS in S/PDIF bursts, libavformat/wavdec.c): over up to 32 packets, running every
+# demuxer's probe again each time its buffer doubles, which costs several times the
+# decode. With a probe size below one packet, the probe of the first packet is the last.
+DEMUXER_OPTIONS = {"wav": {"probesize": "32"}}
+
+
+def _decode(av, path, fmt: str | None, decode_video: bool) -> _Decoded:
+    """Decode the audio here and the video tracks in a thread beside it, each from its own
+    demuxer: the audio's skips the video's bytes, and the two run at once, mostly inside
+    FFmpeg, which releases the GIL."""
+    with _open(av, path, fmt) as container:
+        video = _video_streams(av, container)
+        if not video:
+            return _Decoded(_decode_audio(av, container))
+        for stream in video:
+            stream.discard = av.stream.Discard.all
+        stop = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="poold-deep-video") as beside:  # its exit joins the thread
+            video_job = beside.submit(_demux_video, av, path, fmt, decode_video, stop)
+            try:
+                audio = _decode_audio(av, container)
+            except BaseException:
+                stop.set()  # the audio's verdict stands: end the video's demux early
+                raise
+            return _Decoded(audio, video_job.result())
+
+
+def _open(av, path, fmt: str | None):
     try:
-        container = av.open(str(path))
+        return av.open(str(path), format=DEMUXERS.get(fmt), options=DEMUXER_OPTIONS.get(fmt, {}))
     except av.error.FFmpegError as exc:
         raise _Undecodable(f"FFmpeg could not open it: {exc}") from exc
-    with container:
-        return _decode_streams(av, container, decode_video)
 
 
-def _decode_streams(av, container, decode_video: bool) -> _Decoded:
-    decoded = _Decoded()
-    audio = [s for s in container.streams.audio]
-    video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-    tallies = {s.index: _tally(s) for s in audio}
-    decoded.audio = list(tallies.values())
-    for stream in audio + (video if decode_video else []):
-        stream.codec_context.options = dict(STRICT_DECODING)
-    for stream in video if decode_video else []:
-        stream.thread_type = "AUTO"
-    video_end = {}
+def _video_streams(av, container) -> list:
+    """The video tracks, not the cover art FFmpeg also lists as video."""
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+
+
+def _strict_decoder(stream, threads: bool) -> None:
+    stream.codec_context.options = dict(STRICT_DECODING)
+    if threads:
+        stream.thread_type = "AUTO"  # frame threads where the codec has them: FLAC, ALAC, H.264
+
+
+def _cores_to_spare() -> bool:
+    """Whether FFmpeg's frame threads may take another core for the audio: not in a
+    worker process of the scan's pool, where every core already checks a file of its
+    own. There the threads only contend: on a 2-core machine with the other core busy,
+    FLAC and ALAC decode 10-30% slower with them; on an idle one, about 12% faster."""
+    return multiprocessing.parent_process() is None
+
+
+def _decode_audio(av, container) -> list[_AudioTally]:
+    audio = list(container.streams.audio)
+    tallies = {stream.index: _tally(stream) for stream in audio}
+    threads = _cores_to_spare()
+    for stream in audio:
+        _strict_decoder(stream, threads)
+    if len(audio) == 1:  # most files: no dispatch per packet
+        _demux(av, container, audio, tallies[audio[0].index].decode)
+    elif audio:  # demux() without streams would demux them all
+        _demux(av, container, audio, lambda packet: tallies[packet.stream.index].decode(packet))
+    return list(tallies.values())
+
+
+def _demux_video(av, path, fmt: str | None, decode_video: bool, stop: threading.Event) -> _VideoTally:
+    """Every video packet must be readable, so the video is demuxed even when not decoded."""
+    with _open(av, path, fmt) as container:
+        video = _video_streams(av, container)
+        for stream in container.streams.audio:
+            stream.discard = av.stream.Discard.all
+        for stream in video if decode_video else []:
+            _strict_decoder(stream, threads=True)  # tens of seconds per music video: worth any core
+        tally = _VideoTally(decode_video)
+        _demux(av, container, video, tally.add, stop)
+        tally.finish(video)
+        return tally
+
+
+def _demux(av, container, streams: list, handle, stop: threading.Event | None = None) -> None:
+    """Pass every packet of ``streams`` to ``handle``; FFmpeg's errors become verdicts."""
     packet = None  # the position string is built only for an error message: it is costly per packet
     try:
         # PyAV ends the demux with an empty packet per stream, which flushes its decoder.
-        for packet in container.demux(*(audio + video)):
+        for packet in container.demux(*streams):
             if packet.is_corrupt:
                 raise Damage("decode_error", f"the container marks the packet at {_where(packet)} as corrupt")
-            if packet.stream.type == "audio":
-                _decode_audio(packet, tallies[packet.stream.index])
-                continue
-            if packet.size:
-                decoded.video_packets += 1
-                if packet.pts is not None:  # in the stream's time base: compared as integers, converted once
-                    end = packet.pts + (packet.duration or 0)
-                    index = packet.stream_index
-                    video_end[index] = max(end, video_end.get(index, end))
-            if decode_video:
-                decoded.video_frames += len(packet.decode())
+            handle(packet)
+            if stop is not None and stop.is_set():
+                return
     except _data_errors(av) as exc:
         raise Damage("decode_error", f"decoding failed at {_where(packet)}: {_ffmpeg_message(exc)}") from exc
     except av.error.FFmpegError as exc:
         raise _Undecodable(f"FFmpeg could not decode it at {_where(packet)}: {_ffmpeg_message(exc)}") from exc
-    streams = {stream.index: stream for stream in video}
-    decoded.video_seconds = max((_seconds(streams[index], end) for index, end in video_end.items()), default=0.0)
-    return decoded
 
 
 def _tally(stream) -> _AudioTally:
     context = stream.codec_context
     flac = _FlacStreamInfo.parse(context.extradata) if context.name == "flac" else None
     return _AudioTally(stream.index, context.name, context.sample_rate or 0, flac=flac)
-
-
-def _decode_audio(packet, tally: _AudioTally) -> None:
-    for frame in packet.decode():
-        tally.add(frame)
 
 
 def _seconds(stream, end_pts: int) -> float:
@@ -494,12 +521,12 @@ class _FlacStreamInfo:
         return ["FLAC MD5 verified"]
 
 
-def _flac_md5_bytes(frame, bits: int) -> bytes:
+def _flac_md5_bytes(frame, bits: int) -> memoryview | bytearray:
     """The frame's samples laid out as FLAC's MD5 wants them (see _FlacStreamInfo)."""
     width = frame.format.bytes  # 2 (s16) or 4 (s32)
     channels = len(frame.layout.channels)
     count = frame.samples * (1 if frame.format.is_planar else channels)
-    planes = [bytes(plane)[:count * width] for plane in frame.planes]
+    planes = [memoryview(plane)[:count * width] for plane in frame.planes]  # views: no copy
     packed = planes[0] if len(planes) == 1 else _interleave(planes, width)
     keep = (bits + 7) // 8
     if keep == width:
@@ -508,13 +535,13 @@ def _flac_md5_bytes(frame, bits: int) -> bytes:
     out = bytearray(len(packed) // width * keep)
     for i in range(keep):
         out[i::keep] = packed[width - keep + i::width]
-    return bytes(out)
+    return out
 
 
-def _interleave(planes: list[bytes], width: int) -> bytes:
+def _interleave(planes: list[memoryview], width: int) -> bytearray:
     out = bytearray(len(planes[0]) * len(planes))
     stride = width * len(planes)
     for channel, plane in enumerate(planes):
         for byte in range(width):
             out[channel * width + byte::stride] = plane[byte::width]
-    return bytes(out)
+    return out
