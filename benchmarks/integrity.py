@@ -337,7 +337,8 @@ BASELINES = {"FFmpeg decode": ffmpeg_decode}
 
 class Tally:
     """Detections per (row, corruption, rule), false positives, and time per rule: over all
-    files (key: the rule's name) and over the intact ones (key: (name, "intact"))."""
+    files (key: the rule's name), over the intact ones (key: (name, "intact")) and over the
+    intact ones of each format family (key: (name, "intact", family))."""
 
     def __init__(self):
         self.cells = defaultdict(lambda: [0, 0])  # (rule, row, corruption) -> [detected, total]
@@ -352,7 +353,7 @@ class Tally:
         for name, rule in RULES.items():
             began = time.perf_counter()
             detected, why = rule(path)
-            self.timed(name, time.perf_counter() - began, size, corruption is None)
+            self.timed(name, time.perf_counter() - began, size, corruption is None, FAMILY[intact.kind])
             if corruption is None:
                 if detected:
                     self.false_positives[name].append(f"{intact.row} ({intact.variant}): {why}")
@@ -366,10 +367,10 @@ class Tally:
         for name, baseline in BASELINES.items():
             began = time.perf_counter()
             baseline(path)
-            self.timed(name, time.perf_counter() - began, size, corruption is None)
+            self.timed(name, time.perf_counter() - began, size, corruption is None, FAMILY[intact.kind])
 
-    def timed(self, name: str, seconds: float, size: int, intact: bool) -> None:
-        for key in [name, (name, "intact")] if intact else [name]:
+    def timed(self, name: str, seconds: float, size: int, intact: bool, family: str) -> None:
+        for key in [name, (name, "intact"), (name, "intact", family)] if intact else [name]:
             self.seconds[key] += seconds
             self.files[key] += 1
             self.bytes[key] += size
@@ -432,6 +433,12 @@ def rate(cell) -> str:
     return f"{100 * detected // total}" if total else "–"
 
 
+def deep_vs_ffmpeg(tally: Tally, scope: tuple) -> float:
+    """Deep mode's MB/s over the FFmpeg decode baseline's, over the files ``scope`` keys."""
+    deep, ffmpeg = ((name, *scope) if scope else name for name in ("deep", "FFmpeg decode"))
+    return tally.throughput(deep) / tally.throughput(ffmpeg)
+
+
 def report(tally: Tally, intact_files: list[Intact], skipped: list[str], encode_seconds: float) -> None:
     rows = list(dict.fromkeys(item.row for item in intact_files))
     counts = defaultdict(list)
@@ -478,12 +485,15 @@ def report(tally: Tally, intact_files: list[Intact], skipped: list[str], encode_
             speed.append([label, scope, str(files), f"{megabytes:.1f}", f"{seconds:.2f}",
                           f"{files / seconds:.0f}", f"{megabytes / seconds:.1f}"])
     print(table(["rule", "over", "files", "MB", "seconds", "files/s", "MB/s"], speed))
-    overall = tally.throughput("deep") / tally.throughput("FFmpeg decode")
-    intact = tally.throughput(("deep", "intact")) / tally.throughput(("FFmpeg decode", "intact"))
+    overall = deep_vs_ffmpeg(tally, ())
+    intact = deep_vs_ffmpeg(tally, ("intact",))
     print(f"\nDeep mode's throughput against the FFmpeg decode baseline (target: no worse, >= 1.00x): "
           f"{overall:.2f}x over all files, {intact:.2f}x over the intact files. Deep mode is the quick "
           "check, then, for the files it passes, an FFmpeg decode with err_detect and the formats' "
           "checksums; the baseline decodes every file and stops at its first error.")
+    families = sorted({FAMILY[item.kind] for item in intact_files})
+    print("\nOver the intact files of each format family: " + ", ".join(
+        f"{family} {deep_vs_ffmpeg(tally, ('intact', family)):.2f}x" for family in families) + ".")
     print("\n## Quick-check misses among its 100% targets\n")
     print("(truncation, header only, zero tail for compressed formats, HTML page, empty file)\n")
     print("\n".join(f"- {line}" for line in tally.misses) if tally.misses else "none")
