@@ -24,6 +24,7 @@ from typing import NamedTuple
 from pathlib import Path
 
 SCHEMA_VERSION = 1
+DURABLE = "FULL"  # PRAGMA synchronous of every commit but the file cache's
 DB_NAME = "poold.sqlite3"
 
 SCHEMA = """
@@ -140,7 +141,7 @@ class State:
         self.db = sqlite3.connect(self.dir / DB_NAME, timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
+        self.db.execute(f"PRAGMA synchronous={DURABLE}")  # a settled request must survive power loss
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -433,10 +434,19 @@ class FileCache:
             self.flush()
 
     def flush(self) -> None:
+        """Write the batched verdicts, without waiting for the disk: a verdict lost to a
+        power cut is only a file checked again, and each fsync costs tens of milliseconds
+        on slow disks (a cold audit of 100,000 files makes 200 of these writes). The
+        next durable commit (an incident, the outbox) syncs these pages with its own."""
         if not self._writes:
             return
-        with self.state.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
+        self.db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: commit without fsync
+        try:
+            with self.state.transaction() as db:
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               self._writes)
+        finally:
+            self.db.execute(f"PRAGMA synchronous={DURABLE}")
         self._writes.clear()
 
 

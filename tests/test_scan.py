@@ -180,3 +180,14 @@ def test_a_vanished_library_keeps_few_findings_in_memory(make_library, monkeypat
     report = run(library)
     assert report.missing == 20 and len(report.problems) == 20 and len(report.problems._memory) < 4
     assert [p.trackid for p in report.problems] == list(range(1, 21))
+
+
+def test_cache_writes_leave_the_connection_durable(make_library):
+    """Verdicts are committed without an fsync; the outbox's commits that follow must still have one."""
+    library = make_library(["mp3", "flac"])
+    with State(library.config().state.dir) as state:
+        cache = state.file_cache()
+        assert all(f.status == "ok" for f in Scanner(library.root, cache, ScanOptions()).findings(
+            read_manifest(library.manifest)))
+        assert state.db.execute("SELECT count(*) FROM files").fetchone()[0] == 2
+        assert state.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
