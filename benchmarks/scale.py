@@ -90,6 +90,7 @@ def build_library(work: Path, tracks: int, seeds: list[Path]) -> Path:
             shutil.copyfile(seed, target)
         else:
             os.link(seed, target)
+    os.sync()  # the audits should not pay for writing back the benchmark's own files
     return root
 
 
@@ -162,6 +163,7 @@ def change_files(root: Path, tracks: int, seeds: list[Path]) -> int:
         shutil.copyfile(seed, fresh)
         os.replace(fresh, target)
         changed += 1
+    os.sync()  # as the changed files of a real library were written well before the audit
     return changed
 
 
