@@ -17,8 +17,8 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterator
 from array import array
+from collections.abc import Iterator
 from itertools import compress, islice, repeat
 from operator import eq, itemgetter
 from pathlib import Path
@@ -135,18 +135,19 @@ class _DuplicateGuard:
 
     def check(self) -> None:
         for key in _repeated(self.ids):
-            self._raise_if_repeated(lambda t: hash(t.trackid) == key, lambda t: t.trackid, "trackid {}")
+            self._raise_if_repeated(key, lambda t: t.trackid, "trackid {}")
         for key in _repeated(self.paths):
-            self._raise_if_repeated(lambda t: hash(t.path) == key, lambda t: t.path, "path {!r}")
+            self._raise_if_repeated(key, lambda t: t.path, "path {!r}")
 
-    def _raise_if_repeated(self, candidate, value, words: str) -> None:
-        """Raise for the first row that repeats an earlier one among the ``candidate`` rows."""
+    def _raise_if_repeated(self, key: int, value, words: str) -> None:
+        """Raise for the first row that repeats an earlier one among those whose
+        ``value`` hashes to ``key``."""
         kind = FORMATS[self.path.suffix.lower()]
         first: dict[object, str] = {}
         with open(self.path, encoding="utf-8-sig", newline="") as f:
             for location, row in _READERS[kind](f, self.path):
                 track = _plain_track(row) or parse_row(row, _Where(self.path, location))
-                if not candidate(track):
+                if hash(value(track)) != key:
                     continue
                 if value(track) in first:
                     raise ManifestError(f"{self.path}: {describe(location)}: {words.format(value(track))} "

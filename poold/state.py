@@ -24,7 +24,6 @@ from typing import NamedTuple
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-DURABLE = "FULL"  # PRAGMA synchronous of every commit but the file cache's
 DB_NAME = "poold.sqlite3"
 
 SCHEMA = """
@@ -141,7 +140,7 @@ class State:
         self.db = sqlite3.connect(self.dir / DB_NAME, timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={DURABLE}")  # a settled request must survive power loss
+        self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -156,14 +155,23 @@ class State:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` commits without waiting for the disk
+        (WAL with synchronous=NORMAL): for what a power cut may lose, such as cached
+        verdicts; the next durable commit syncs its pages too."""
+        if not durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        finally:
+            if not durable:
+                self.db.execute("PRAGMA synchronous=FULL")
 
     # --- incidents ------------------------------------------------------------------
 
@@ -373,8 +381,8 @@ class CachedCheck(NamedTuple):
 def file_key(path: str, identity: tuple[int, int, int, int], logic: int, deep: bool = False) -> int:
     """One 64-bit number for a cached verdict: the path, its file's stat identity, the
     check logic (see :func:`logic_number`) and, in the lowest bit, whether the check
-    was deep. A warm scan loads
-    these numbers and compares them instead of five columns a file.
+    was deep. A warm scan loads these numbers and compares them instead of five
+    columns a file.
 
     Python's hash of a tuple of integers is the same in every process (only str and
     bytes hashes are salted, so the path enters as its CRC-32), so it can be stored;
@@ -440,13 +448,8 @@ class FileCache:
         next durable commit (an incident, the outbox) syncs these pages with its own."""
         if not self._writes:
             return
-        self.db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: commit without fsync
-        try:
-            with self.state.transaction() as db:
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               self._writes)
-        finally:
-            self.db.execute(f"PRAGMA synchronous={DURABLE}")
+        with self.state.transaction(durable=False) as db:
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
         self._writes.clear()
 
 
