@@ -125,7 +125,7 @@ def test_mostly_missing_library_trips_the_guard(capsys, make_library, sandbox):
         library.paths[trackid].unlink()
     code, out, _ = run(capsys, "audit", "--request", "--json", "--config", str(library.config_path))
     document = json.loads(out)
-    assert code == 1 and "nothing is requested" in document["guard"]
+    assert code == 1 and "the library looks partly unavailable" in document["guard"]
     assert sandbox.received == []
 
 
@@ -199,7 +199,7 @@ def test_secrets_from_environment_reach_the_server(capsys, make_library, sandbox
 
 
 def test_progress_line_appears_after_two_seconds_with_total_rate_and_eta(capsys, tmp_path):
-    from poold.cli import Progress
+    from poold.report import Progress
     from poold.scan import Finding
 
     manifest = tmp_path / "m.csv"
@@ -214,7 +214,7 @@ def test_progress_line_appears_after_two_seconds_with_total_rate_and_eta(capsys,
     now[0] = 2.5
     progress.update(bad)
     line = capsys.readouterr().err
-    assert "checked 11 of ~100 tracks" in line and "1 problems so far" in line and "s left" in line
+    assert "checked 11 of ~100 tracks" in line and "1 problem so far" in line and "s left" in line
     progress.close()
     assert capsys.readouterr().err == "\r\x1b[K"
 
