@@ -190,7 +190,7 @@ def load(path: str | os.PathLike) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (write one from config.example.toml, or pass --config)") from None
+        raise ConfigError(f"{path}: config file not found (write one with: poold init LIBRARY MANIFEST, or pass --config)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
