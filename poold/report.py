@@ -18,14 +18,11 @@ if TYPE_CHECKING:
     from .app import AuditOutcome
     from .integrity.base import Verdict
 
-IRREGULAR_PLURALS = {"library": "libraries"}
-
-
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """``1 file``, ``2 files``, ``0 files``; counts from 1,000 up get separators."""
     if count == 1:
         return f"1 {noun}"
-    return f"{count:,} {plural_form or IRREGULAR_PLURALS.get(noun) or noun + 's'}"
+    return f"{count:,} {plural_form or noun + 's'}"
 
 
 # --- audit ---------------------------------------------------------------------------

@@ -290,7 +290,7 @@ def test_plural_helper():
     from poold.report import plural
 
     assert [plural(n, "file") for n in (0, 1, 2, 1500)] == ["0 files", "1 file", "2 files", "1,500 files"]
-    assert plural(1, "library") == "1 library" and plural(3, "library") == "3 libraries"
+    assert plural(1, "library", "libraries") == "1 library" and plural(3, "library", "libraries") == "3 libraries"
     assert plural(2, "index", "indexes") == "2 indexes"
 
 
