@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         command_parser.set_defaults(func=func)
         return command_parser
 
+    init = command("init", "write a starting config",
+                   "Write a config for a library folder and its manifest; asks for the POOL User ID, API key "
+                   "and secret when run in a terminal. The config is created readable by you only.", cmd_init)
+    init.add_argument("root", metavar="LIBRARY", help="the library folder (where the POOL downloads are)")
+    init.add_argument("manifest", metavar="MANIFEST", help="the download manifest (JSON, JSONL or CSV)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config (and secret files)")
+
+    doctor = command("doctor", "check a config end to end",
+                     "Check the config, the library, the manifest, the state folder, the credentials and "
+                     "the watch limit, one line each. Exit 0 when everything needed works, 2 when not.",
+                     cmd_doctor)
+    doctor.add_argument("--online", action="store_true", help="also mint a POOL token with the credentials")
     audit = command("audit", "check the library against the manifest",
                     "Judge every manifest track: present, complete, playable. Exit 0 when all is well, "
                     "1 when problems were found.", cmd_audit)
@@ -120,18 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
                    cmd_demo)
     demo.add_argument("--keep", action="store_true", help="keep the demo folder and print where it is")
 
-    init = command("init", "write a starting config",
-                   "Write a config for a library folder and its manifest; asks for the POOL User ID, API key "
-                   "and secret when run in a terminal. The config is created readable by you only.", cmd_init)
-    init.add_argument("root", metavar="LIBRARY", help="the library folder (where the POOL downloads are)")
-    init.add_argument("manifest", metavar="MANIFEST", help="the download manifest (JSON, JSONL or CSV)")
-    init.add_argument("--force", action="store_true", help="overwrite an existing config (and secret files)")
-
-    doctor = command("doctor", "check a config end to end",
-                     "Check the config, the library, the manifest, the state folder, the credentials and "
-                     "the watch limit, one line each. Exit 0 when everything needed works, 2 when not.",
-                     cmd_doctor)
-    doctor.add_argument("--online", action="store_true", help="also mint a POOL token with the credentials")
     return parser
 
 
