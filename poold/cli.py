@@ -24,8 +24,6 @@ from .scan import LibraryUnavailable
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: shown by systemd as "status=70/SOFTWARE"
 
-log = logging.getLogger(__name__)
-
 
 class UsageError(Exception):
     pass
