@@ -120,6 +120,10 @@ def file_requests(config: Config, state: State, client: PoolClient | None, outco
         outcome.filing_error = str(exc)
         settled = []
     outcome.requests = [request_entry(request) for request in settled]
+    # The drain also sends requests queued by earlier runs, whose tracks the plan held as
+    # "already waiting to be sent": they are reported with their request now.
+    drained = {trackid for request in settled for trackid in request.trackids}
+    outcome.held = [held for held in outcome.held if held.incident.trackid not in drained]
 
 
 def dry_run_entry(batch: filing.Batch) -> dict:

@@ -4,7 +4,8 @@ Secrets (``api_key``, ``api_secret``, ``token``) may come, in this order of prec
 from the environment (``POOLD_API_KEY`` ...), from the config value itself, from
 ``<name>_file`` (a file holding just the secret), or from a systemd credential
 (``$CREDENTIALS_DIRECTORY/<name>``, see ``LoadCredential=``). They are wrapped in
-:class:`Secret` so that no repr, log line or traceback ever shows them.
+:class:`Secret` so that no repr, log line or traceback ever shows them. Secrets in
+files are read only when first needed (to file a request), not when the config loads.
 """
 
 from __future__ import annotations
@@ -33,15 +34,35 @@ class ConfigError(Exception):
 
 
 class Secret:
-    """A string that never shows itself in repr, str or f-strings."""
+    """A string that never shows itself in repr, str or f-strings.
 
-    __slots__ = ("_value",)
+    A secret kept in a file (``api_key_file``, a systemd credential) is read on the
+    first :meth:`reveal`, not when the config loads: secrets are needed only to file
+    requests, and a plain audit must not fail on an unreadable key file. Reading it
+    then raises ConfigError naming the config key and the file, as loading did.
+    """
+
+    __slots__ = ("_value", "_file", "_where")
 
     def __init__(self, value: str):
-        self._value = value
+        self._value: str | None = value
+        self._file: Path | None = None
+        self._where = ""
+
+    @classmethod
+    def from_file(cls, path: Path, where: str) -> "Secret":
+        """A secret read from ``path`` when first revealed; ``where`` names its config key."""
+        secret = cls("")
+        secret._value, secret._file, secret._where = None, path, where
+        return secret
 
     def reveal(self) -> str:
+        if self._value is None:
+            self._value = _read_secret_file(self._file, self._where)
         return self._value
+
+    def _identity(self) -> object:
+        return self._value if self._file is None else ("file", self._file)
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -49,10 +70,21 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and other._identity() == self._identity()
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash(self._identity())
+
+
+def _read_secret_file(path: Path, where: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {path}: {why}") from None
+    if not value:
+        raise ConfigError(f"{where}: {path} is empty")
+    return value
 
 
 @dataclass(frozen=True)
@@ -158,7 +190,7 @@ def load(path: str | os.PathLike) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (write one from config.example.toml, or pass --config)") from None
+        raise ConfigError(f"{path}: config file not found (write one with: poold init LIBRARY MANIFEST, or pass --config)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
@@ -327,21 +359,12 @@ class _Parser:
         if (inline := self.string("pool", name, table, None)) is not None:
             return Secret(inline.strip()) if inline.strip() else None
         if (file_path := self.path_value("pool", f"{name}_file", table.get(f"{name}_file"))) is not None:
-            return Secret(self._read_secret_file("pool", f"{name}_file", file_path))
+            warn_if_readable_by_others(file_path)  # a stat, not a read: said at every load
+            return Secret.from_file(file_path, self.where("pool", f"{name}_file"))
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")
         if credentials and (Path(credentials) / name).is_file():
-            return Secret((Path(credentials) / name).read_text(encoding="utf-8").strip())
+            return Secret.from_file(Path(credentials) / name, f"systemd credential {name}")
         return None
-
-    def _read_secret_file(self, section: str, key: str, path: Path) -> str:
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            self.fail(section, key, f"cannot read {path}: {exc.strerror}")
-        if not value:
-            self.fail(section, key, f"{path} is empty")
-        warn_if_readable_by_others(path)
-        return value
 
     @staticmethod
     def _holds_inline_secret(table: dict) -> bool:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import app
-from .cli import print_audit
+from .report import print_audit
 from .config import load
 from .sandbox import Sandbox
 

@@ -434,7 +434,7 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
     report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
     if report.checked and report.missing / report.checked > max_missing_fraction:
         report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "
-                        f"{max_missing_fraction:.0%}: the library looks partly unavailable, so nothing is requested")
+                        f"{max_missing_fraction:.0%}: the library looks partly unavailable")
     elif problem := library_problem(root, marker):  # vanished while we looked
         report.guard = problem
     return report

@@ -130,3 +130,22 @@ def test_config_path_resolution(tmp_path, monkeypatch):
                                             ("7d", 604800.0), ("1.5h", 5400.0), ("soon", None), (-1, None), (True, None)])
 def test_parse_duration(value, seconds):
     assert parse_duration(value) == seconds
+
+
+def test_secret_files_are_read_when_first_needed(tmp_path):
+    """A missing or empty key file does not stop the config loading (a plain audit needs
+    no secret); revealing it raises ConfigError naming the key, its line and the file."""
+    path = write(tmp_path, MINIMAL + '[pool]\nuserid = 5\napi_key_file = "key"\napi_secret_file = "secret"\n')
+    (tmp_path / "secret").write_text("\n")
+    config = load(path)
+    assert config.pool.can_mint
+    with pytest.raises(ConfigError) as missing:
+        config.pool.api_key.reveal()
+    assert str(missing.value).startswith(f"{path}:6: [pool] api_key_file: cannot read {tmp_path / 'key'}: ")
+    with pytest.raises(ConfigError, match=r"\[pool\] api_secret_file: .*secret is empty"):
+        config.pool.api_secret.reveal()
+    (tmp_path / "key").write_text("key-written-later\n")
+    (tmp_path / "key").chmod(0o600)
+    assert config.pool.api_key.reveal() == "key-written-later"
+    (tmp_path / "key").write_text("changed-again\n")
+    assert config.pool.api_key.reveal() == "key-written-later", "read once, then kept"

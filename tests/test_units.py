@@ -97,6 +97,37 @@ def test_audit_unit_is_a_oneshot_request_run_on_a_timer():
     assert one(timer, "Timer", "Persistent") == "true"
 
 
+def exit_statuses(unit: dict, key: str) -> set[int]:
+    return {int(value) for values in unit["Service"].get(key, []) for value in values.split()}
+
+
+@pytest.mark.parametrize("name", ["poold.service", "poold@.service", "poold-audit.service"])
+def test_exit_statuses_match_poold_s_codes(name):
+    """Only "problems found" counts as success; a bad config is not restarted in a loop; an
+    internal error is a failure everywhere (and restarted, within the start limit)."""
+    from poold.cli import EXIT_ERROR, EXIT_INTERNAL, EXIT_PROBLEMS
+
+    unit = parse_unit(SYSTEMD / name)
+    success = exit_statuses(unit, "SuccessExitStatus")
+    assert EXIT_INTERNAL not in success and EXIT_ERROR not in success
+    if name == "poold-audit.service":
+        assert success == {EXIT_PROBLEMS}
+    else:
+        assert success == set(), "the service never exits 1 on purpose"
+        assert exit_statuses(unit, "RestartPreventExitStatus") == {EXIT_ERROR}
+        assert one(unit, "Service", "Restart") == "on-failure"
+        assert int(one(unit, "Unit", "StartLimitBurst")) <= 10
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (CI runs it)")
+def test_systemd_names_the_internal_error_code():
+    from poold.cli import EXIT_INTERNAL
+
+    result = subprocess.run(["systemd-analyze", "exit-status", str(EXIT_INTERNAL)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and "SOFTWARE" in result.stdout, result.stdout + result.stderr
+
+
 def test_launch_agent():
     with open(PLIST, "rb") as f:
         agent = plistlib.load(f)
