@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import ipaddress
 import logging
 import threading
 import time
@@ -21,10 +22,11 @@ from urllib.parse import urlsplit
 
 import requests
 import tenacity
+import urllib3.util
 
 from . import __version__
 from .config import PoolConfig, Secret
-from .errors import PoolError, RejectedError, TransientError, check_base_url
+from .errors import DEFAULT_PORTS, BaseURL, InsecureURL, PoolError, RejectedError, TransientError, check_base_url
 from .redact import register_secret
 
 log = logging.getLogger(__name__)
@@ -146,13 +148,18 @@ class PoolClient:
                  max_backoff: float = 60.0, session: requests.Session | None = None, clock=time.monotonic):
         if config.userid is None:
             raise PoolError("[pool] userid is not set: it is needed to file requests")
-        check_base_url(config.base_url)
+        checked = check_base_url(config.base_url)
+        _confirm_connect_target(config.base_url, checked)
         for secret in (config.api_key, config.api_secret, config.token):
             if isinstance(secret, Secret):
                 register_secret(secret.reveal())
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"poold/{__version__}"
+        if checked.scheme == "http":
+            # Loopback only (check_base_url): a proxy from HTTP_PROXY or ALL_PROXY would
+            # receive the credentials in clear text, and a loopback host needs none.
+            self.session.trust_env = False
         self.tokens = Tokens(config, self.session, clock)
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
@@ -213,6 +220,25 @@ class PoolClient:
             return "POOL refused a freshly minted token (HTTP 401)"
         return ("POOL refused the configured token (HTTP 401): access tokens expire after 5 minutes, "
                 "so set [pool] api_key and api_secret instead and poold will mint its own")
+
+
+def _confirm_connect_target(base_url: str, checked: BaseURL) -> None:
+    """Make sure requests and urllib3, parsing the URL poold will POST to, find the very
+    scheme, host and port that :func:`check_base_url` checked, and no credentials."""
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(base_url + REDOWNLOAD, None)
+        target = urllib3.util.parse_url(prepared.url)
+    except (requests.RequestException, urllib3.exceptions.LocationParseError):
+        raise InsecureURL("cannot be parsed by the HTTP library") from None
+    host = (target.host or "").strip("[]").lower()
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    port = target.port or DEFAULT_PORTS.get(target.scheme or "")
+    if (target.scheme, host, port, target.auth) != (checked.scheme, checked.host, checked.port, None):
+        raise InsecureURL(f"names {checked.host}:{checked.port}, but the HTTP library would connect elsewhere")
 
 
 def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:

@@ -1,0 +1,218 @@
+"""Hostile input on the POOL side (issue #11): base URLs that would send the secrets
+somewhere else, failures that are permanent set-up problems rather than passing
+trouble, and batches POOL refuses because of one bad track ID.
+
+Everything runs against real servers on this machine: the sandbox on 127.0.0.1, a
+recording server on the host's own non-loopback address, a local HTTPS server with a
+self-signed certificate. No request is mocked; no packet leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import API_KEY, API_SECRET, USERID
+from poold.config import ConfigError, PoolConfig, Secret, load
+from poold.errors import PoolError
+from poold.pool import PoolClient
+
+TRACKS = [356111, 356115]
+REASON = "poold integrity check: 2 files missing"
+MINIMAL = '[library]\nroot = "lib"\nmanifest = "m.json"\n'
+
+
+def load_base_url(tmp_path, url: str):
+    """Load a config whose [pool] base_url is ``url`` (any character, TOML-escaped)."""
+    path = tmp_path / "config.toml"
+    path.write_text(f"{MINIMAL}[pool]\nbase_url = {json.dumps(url)}\nuserid = {USERID}\n")
+    path.chmod(0o600)
+    return load(path)
+
+
+def credentials() -> dict:
+    return {"api_key": Secret(API_KEY), "api_secret": Secret(API_SECRET)}
+
+
+# --- a recording server on a non-loopback address of this machine -------------------
+
+
+class Recorder(ThreadingHTTPServer):
+    """Answers every request with a token-shaped JSON body and records its headers."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str):
+        self.received: list[dict[str, str]] = []
+        super().__init__((host, 0), _RecordingHandler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join()
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    server: Recorder
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.received.append(dict(self.headers.items()))
+        body = json.dumps({"token": "0" * 32, "expires": 300, "server_time": 0, "result": "success",
+                           "tracks_requeued": 2}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_CONNECT = do_POST
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (the one its default route
+    uses); found with a UDP socket, which sends nothing when it connects."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+@pytest.fixture
+def outside():
+    """A recording server on a non-loopback address: anything sent there left loopback."""
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to stand for a remote host")
+    recorder = Recorder(address)
+    yield recorder
+    recorder.stop()
+
+
+# --- item 14: secrets stay on TLS ------------------------------------------------------
+
+HOSTILE_URLS = {
+    "backslash before @": "http://vm:45441\\@127.0.0.1",
+    "userinfo": "http://user:pw@127.0.0.1",
+    "userinfo on https": "https://key:hunter2@api.promoonly.com",
+    "loopback as userinfo": "http://127.0.0.1:80@evil/",
+    "bracketed loopback as userinfo": "http://[::1]@evil",
+    "loopback prefix of a name": "http://127.0.0.1.evil",
+    "tab in host": "http://127.0.0.1\t.evil",
+    "newline": "http://127.0.0.1\n",
+    "space in path": "http://127.0.0.1/a b",
+    "control character": "http://127.0.0.1\x01",
+    "DEL": "http://127.0.0.1\x7f",
+    "percent-encoded host": "http://127%2e0.0.1",
+    "fullwidth digits": "http://\uff11\uff12\uff17.0.0.1",
+    "ideographic full stop": "http://127\u30020.0.1",
+    "cyrillic lookalike": "https://\u0430pi.promoonly.com",
+    "trailing dot": "http://localhost.",
+    "empty label": "https://api..promoonly.com",
+    "query": "http://127.0.0.1?x=@evil",
+    "fragment": "http://127.0.0.1#@evil",
+    "short IPv4": "http://127.1",
+    "octal IPv4": "http://0177.0.0.1",
+    "hex IPv4": "http://0x7f.0.0.1",
+    "decimal IPv4": "http://2130706433",
+    "IPv6 zone": "http://[::1%25lo]:9",
+    "port 0": "http://127.0.0.1:0",
+    "port too large": "http://127.0.0.1:99999",
+    "port not a number": "http://127.0.0.1:8o",
+    "backslash in path": "http://localhost:5000/base\\@evil",
+    "plain http elsewhere": "http://api.promoonly.com",
+    "no scheme": "api.promoonly.com",
+    "other scheme": "file:///etc/passwd",
+    "no host": "https://",
+}
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS.values(), ids=HOSTILE_URLS.keys())
+def test_hostile_base_urls_are_refused_at_config_load(tmp_path, url):
+    with pytest.raises(ConfigError) as refused:
+        load_base_url(tmp_path, url)
+    message = str(refused.value)
+    assert "[pool] base_url" in message
+    assert "hunter2" not in message  # a password in the URL is never echoed
+    assert "\n" not in message and "\t" not in message
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS.values(), ids=HOSTILE_URLS.keys())
+def test_hostile_base_urls_are_refused_by_the_client_too(url):
+    """A PoolConfig made without the config file still cannot reach the network."""
+    with pytest.raises(PoolError):
+        PoolClient(PoolConfig(base_url=url, userid=USERID, **credentials()))
+
+
+LEGIT_URLS = [
+    "https://api.promoonly.com", "https://api.promoonly.com:8443/v1", "https://xn--80ak6aa92e.com",
+    "http://127.0.0.1:8080", "http://127.9.9.9", "http://[::1]:9", "http://localhost:5000/base",
+    "HTTPS://API.PromoOnly.com",
+]
+
+
+@pytest.mark.parametrize("url", LEGIT_URLS)
+def test_legit_base_urls_load_and_make_a_client(tmp_path, url):
+    assert load_base_url(tmp_path, url).pool.base_url == url
+    PoolClient(PoolConfig(base_url=url, userid=USERID, **credentials())).close()
+
+
+def test_no_secret_ever_reaches_a_non_loopback_host_over_http(tmp_path, outside):
+    """The issue's URL and its kin, aimed at a real server on a non-loopback address:
+    refused at config load and by the client, and nothing arrives there."""
+    there = f"{outside.server_address[0]}:{outside.port}"
+    for url in (f"http://{there}\\@127.0.0.1", f"http://127.0.0.1:1@{there}", f"http://[::1]@{there}",
+                f"http://{there}/\\@127.0.0.1", f"http://{there}"):
+        with pytest.raises(ConfigError):
+            load_base_url(tmp_path, url)
+        try:
+            PoolClient(PoolConfig(base_url=url, userid=USERID, **credentials())).redownload(TRACKS, REASON)
+        except PoolError:
+            pass
+    assert outside.received == []
+
+
+def test_a_proxy_from_the_environment_never_carries_loopback_http(sandbox, outside, monkeypatch):
+    """With plain http (loopback only) poold ignores HTTP_PROXY and friends: a proxy
+    would receive the Basic credentials in clear text."""
+    proxy = f"http://{outside.server_address[0]}:{outside.port}"
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    client = PoolClient(PoolConfig(base_url=sandbox.base_url, userid=USERID, **credentials()), backoff=0.01)
+    assert client.redownload(TRACKS, REASON).complete
+    assert outside.received == []
+    assert sandbox.tokens_minted == 1 and len(sandbox.received) == 1
+
+
+@pytest.mark.parametrize("url, claimed_host", [
+    ("http://vm:45441\\@127.0.0.1", "127.0.0.1"),
+    ("http://127.0.0.1:80@evil/", "127.0.0.1"),
+    ("http://[::1]@evil", "::1"),
+])
+def test_the_client_confirms_the_host_with_the_parser_that_connects(url, claimed_host):
+    """Second line of defence: had the grammar let one of these through as loopback,
+    urllib3's parser (the one that connects) would still disagree and refuse it."""
+    from poold.errors import BaseURL
+    from poold.pool import _confirm_connect_target
+
+    with pytest.raises(PoolError, match="would connect elsewhere|cannot be parsed"):
+        _confirm_connect_target(url, BaseURL("http", claimed_host, 80, ""))
+    _confirm_connect_target("http://127.0.0.1", BaseURL("http", "127.0.0.1", 80, ""))
