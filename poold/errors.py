@@ -2,11 +2,13 @@
 everything that only needs to name them (config, filing, the CLI) loads without
 ``requests``.
 
-* :class:`TransientError` - connection trouble, timeouts, HTTP 5xx, 408, 429, or an
-  answer that is not the API's JSON: retried, then left pending.
+* :class:`TransientError` - connection trouble (refused, reset, a temporary name-lookup
+  failure, a failed TLS handshake), timeouts, HTTP 5xx, 408, 429, or an answer that is
+  not the API's JSON: retried, then left pending.
 * :class:`RejectedError` - the service said no: the request is settled as rejected.
-* :class:`PoolError` (the base) - a set-up problem such as refused credentials: nothing
-  is settled, the user has to act. :class:`InsecureURL` is one: a ``base_url`` that
+* :class:`PoolError` (the base) - a set-up problem such as refused credentials, a host
+  name that does not exist or a TLS certificate that does not verify: reported at once,
+  nothing is settled, the user has to act. :class:`InsecureURL` is one: a ``base_url`` that
   :func:`check_base_url` refuses.
 """
 

@@ -15,6 +15,9 @@ import datetime
 import email.utils
 import ipaddress
 import logging
+import os
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -262,22 +265,67 @@ def _b64(text: str) -> str:
 
 
 def _post(session: requests.Session, url: str, form: dict, headers: dict, timeout: float) -> requests.Response:
-    """POST a form; network failures become TransientError with a message free of secrets."""
+    """POST a form. A failure to reach the server becomes a TransientError, or a
+    PoolError when it is a set-up problem that waiting will not fix (see
+    :func:`_connection_failure`); messages are plain words, free of secrets."""
+    where = urlsplit(url).netloc
     try:
         return session.post(url, data=form, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.Timeout:
-        raise TransientError(f"no answer from {urlsplit(url).netloc} within {timeout:g} s") from None
+        raise TransientError(f"no answer from {where} within {timeout:g} s") from None
     except requests.ConnectionError as exc:
-        raise TransientError(f"connection to {urlsplit(url).netloc} failed ({_cause(exc)})") from None
-    except requests.RequestException as exc:
-        raise TransientError(f"request to {urlsplit(url).netloc} failed ({type(exc).__name__})") from None
+        raise _connection_failure(exc, where) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+        raise PoolError(f"the URL of {where} is not valid: check [pool] base_url") from None
+    except requests.RequestException:
+        raise TransientError(f"the request to {where} failed") from None
 
 
-def _cause(exc: Exception) -> str:
-    """The innermost exception's class name: informative, and never carries headers."""
-    while exc.__context__ is not None or exc.__cause__ is not None:
-        exc = exc.__cause__ or exc.__context__
-    return type(exc).__name__
+PERMANENT_LOOKUP_FAILURES = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def _connection_failure(error: requests.ConnectionError, where: str) -> PoolError:
+    """What went wrong in plain words, and whether it may pass.
+
+    A host name that does not exist (EAI_NONAME, EAI_NODATA) and a certificate that
+    does not verify are set-up problems: PoolError, reported at once. A temporary
+    lookup failure (EAI_AGAIN: offline, a DNS server not answering), a refused or reset
+    connection and a failed handshake may pass: TransientError, retried.
+    """
+    causes = list(_causes(error))
+    host = urlsplit(f"//{where}").hostname or where
+    if certificate := _first(causes, ssl.SSLCertVerificationError):
+        problem = (certificate.verify_message or certificate.reason or "it does not verify").rstrip(".")
+        return PoolError(f"the TLS certificate of {host} is not valid ({problem}): check the system's "
+                         "CA certificates and clock, and [pool] base_url")
+    if lookup := _first(causes, socket.gaierror):
+        if lookup.errno in PERMANENT_LOOKUP_FAILURES:
+            return PoolError(f"cannot find the host {host}: check [pool] base_url (the name does not exist)")
+        return TransientError(f"cannot look up the host {host} just now ({_lowercase(lookup.strerror)})")
+    if handshake := _first(causes, ssl.SSLError):
+        reason = (handshake.reason or "").replace("_", " ").lower()
+        return TransientError(f"the TLS handshake with {where} failed" + (f" ({reason})" if reason else ""))
+    if system := next((c for c in causes if isinstance(c, OSError) and c.errno), None):
+        return TransientError(f"the connection to {where} failed: {_lowercase(os.strerror(system.errno))}")
+    return TransientError(f"the connection to {where} closed without an answer")
+
+
+def _first(causes: list[BaseException], kind: type[BaseException]):
+    return next((cause for cause in causes if isinstance(cause, kind)), None)
+
+
+def _causes(error: BaseException):
+    """The exception and everything it was raised from, outermost first (bounded)."""
+    for _ in range(20):
+        if error is None:
+            return
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _lowercase(text: str | None) -> str:
+    text = text or "unknown failure"
+    return text[:1].lower() + text[1:]
 
 
 def _raise_for_transient(response: requests.Response) -> None:

@@ -10,16 +10,25 @@ self-signed certificate. No request is mocked; no packet leaves the machine.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import API_KEY, API_SECRET, USERID
 from poold.config import ConfigError, PoolConfig, Secret, load
-from poold.errors import PoolError
+from poold.errors import PoolError, TransientError
 from poold.pool import PoolClient
+from poold.sandbox import NOT_JSON, RESET_BEFORE, SERVER_ERROR
 
 TRACKS = [356111, 356115]
 REASON = "poold integrity check: 2 files missing"
@@ -216,3 +225,140 @@ def test_the_client_confirms_the_host_with_the_parser_that_connects(url, claimed
     with pytest.raises(PoolError, match="would connect elsewhere|cannot be parsed"):
         _confirm_connect_target(url, BaseURL("http", claimed_host, 80, ""))
     _confirm_connect_target("http://127.0.0.1", BaseURL("http", "127.0.0.1", 80, ""))
+
+
+# --- item 13: permanent set-up problems vs passing failures ------------------------------
+
+CLASS_NAMES = re.compile(
+    r"gaierror|herror|Errno|[A-Z][a-z]+[A-Za-z]*(?:Error|Exception|Disconnected|Timeout|Warning)\b")
+
+
+def assert_plain_words(message: str) -> None:
+    assert not CLASS_NAMES.search(message), message
+
+
+def retries_logged(caplog) -> int:
+    return sum("retrying in" in record.getMessage() for record in caplog.records)
+
+
+def name_resolution_errno(host: str) -> int | None:
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as error:
+        return error.errno
+    return None
+
+
+def test_a_host_that_does_not_exist_is_a_setup_error_reported_at_once(caplog):
+    """RFC 6761: no .invalid name ever resolves."""
+    host = "api.example.invalid"
+    if name_resolution_errno(host) not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+        pytest.skip("this machine's resolver does not say that a .invalid name does not exist "
+                    "(offline resolvers answer 'temporary failure', which is rightly retried)")
+    caplog.set_level(logging.WARNING, logger="poold.pool")
+    client = PoolClient(PoolConfig(base_url=f"https://{host}", userid=USERID, **credentials()),
+                        max_attempts=5, backoff=0.01)
+    with pytest.raises(PoolError) as failed:
+        client.redownload(TRACKS, REASON)
+    assert not isinstance(failed.value, TransientError)
+    assert str(failed.value).startswith(f"cannot find the host {host}: check [pool] base_url")
+    assert_plain_words(str(failed.value))
+    assert retries_logged(caplog) == 0
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: it makes the test's self-signed certificate")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
+class TLSServer(Recorder):
+    """The recording server behind TLS with a certificate no CA signed; counts the TCP
+    connections it accepts (each is a handshake attempt)."""
+
+    def __init__(self, key: Path, cert: Path):
+        self.accepted = 0
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.context = context
+        super().__init__("127.0.0.1")
+
+    def get_request(self):
+        connection, address = super().get_request()
+        self.accepted += 1
+        return self.context.wrap_socket(connection, server_side=True), address
+
+
+def test_an_invalid_tls_certificate_is_a_setup_error_reported_at_once(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="poold.pool")
+    server = TLSServer(*self_signed_certificate(tmp_path))
+    try:
+        client = PoolClient(PoolConfig(base_url=f"https://127.0.0.1:{server.port}", userid=USERID,
+                                       **credentials()), max_attempts=5, backoff=0.01)
+        with pytest.raises(PoolError) as failed:
+            client.redownload(TRACKS, REASON)
+    finally:
+        server.stop()
+    message = str(failed.value)
+    assert not isinstance(failed.value, TransientError)
+    assert message.startswith("the TLS certificate of 127.0.0.1 is not valid (")
+    assert "self-signed" in message and "CA certificates" in message and "clock" in message
+    assert_plain_words(message)
+    assert server.accepted == 1 and server.received == []  # one handshake, no request sent
+    assert retries_logged(caplog) == 0
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_connection_refused_stays_transient_in_plain_words(caplog):
+    caplog.set_level(logging.WARNING, logger="poold.pool")
+    client = PoolClient(PoolConfig(base_url=f"http://127.0.0.1:{unused_port()}", userid=USERID,
+                                   **credentials()), max_attempts=3, backoff=0.01)
+    with pytest.raises(TransientError) as failed:
+        client.redownload(TRACKS, REASON)
+    assert "refused" in str(failed.value)
+    assert_plain_words(str(failed.value))
+    assert retries_logged(caplog) == 2
+    for record in caplog.records:
+        assert_plain_words(record.getMessage())
+
+
+@pytest.mark.parametrize("fault", [RESET_BEFORE, NOT_JSON, SERVER_ERROR])
+def test_passing_failures_from_the_server_stay_transient_in_plain_words(sandbox, fault):
+    sandbox.fault(fault)
+    client = PoolClient(PoolConfig(base_url=sandbox.base_url, userid=USERID, **credentials()), max_attempts=1)
+    with pytest.raises(TransientError) as failed:
+        client.redownload(TRACKS, REASON)
+    assert_plain_words(str(failed.value))
+
+
+@pytest.mark.parametrize("errno, permanent", [
+    (socket.EAI_NONAME, True),
+    (getattr(socket, "EAI_NODATA", socket.EAI_NONAME), True),
+    (socket.EAI_AGAIN, False),
+    (socket.EAI_FAIL, False),
+])
+def test_name_resolution_failures_are_classified_by_their_code(errno, permanent):
+    """Resolver answers that cannot be staged on demand: a temporary failure
+    (EAI_AGAIN, e.g. offline or a DNS server timing out) is retried; "no such name"
+    is not. The exception chain is the one urllib3 raises."""
+    from poold.pool import _connection_failure
+
+    try:
+        try:
+            raise socket.gaierror(errno, os.strerror(errno) if errno > 0 else "resolver says no")
+        except socket.gaierror as cause:
+            raise requests.ConnectionError("HTTPSConnectionPool(host='h.example'): NameResolutionError") from cause
+    except requests.ConnectionError as error:
+        failure = _connection_failure(error, "h.example")
+    assert isinstance(failure, PoolError) and isinstance(failure, TransientError) is not permanent
+    assert "h.example" in str(failure)
+    assert_plain_words(str(failure))
