@@ -6,6 +6,8 @@ everything that only needs to name them (config, filing, the CLI) loads without
   failure, a failed TLS handshake), timeouts, HTTP 5xx, 408, 429, or an answer that is
   not the API's JSON: retried, then left pending.
 * :class:`RejectedError` - the service said no: the request is settled as rejected.
+  :class:`RefusedError` is the kind that may concern only some of its track IDs (HTTP
+  400, or an answer other than success): a batch is split to find them.
 * :class:`PoolError` (the base) - a set-up problem such as refused credentials, a host
   name that does not exist or a TLS certificate that does not verify: reported at once,
   nothing is settled, the user has to act. :class:`InsecureURL` is one: a ``base_url`` that
@@ -44,6 +46,11 @@ class TransientError(PoolError):
 
 class RejectedError(PoolError):
     """The service refused the request itself; sending it again would not help."""
+
+
+class RefusedError(RejectedError):
+    """POOL refused what the request carried (HTTP 400, or ``"result"`` other than
+    success): perhaps only some of its track IDs, so a smaller request may pass."""
 
 
 class InsecureURL(PoolError, ValueError):

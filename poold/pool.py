@@ -29,7 +29,8 @@ import urllib3.util
 
 from . import __version__
 from .config import PoolConfig, Secret
-from .errors import DEFAULT_PORTS, BaseURL, InsecureURL, PoolError, RejectedError, TransientError, check_base_url
+from .errors import (DEFAULT_PORTS, BaseURL, InsecureURL, PoolError, RefusedError, RejectedError, TransientError,
+                     check_base_url)
 from .redact import register_secret
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ class PoolClient:
         if 300 <= response.status_code < 400:
             raise PoolError(f"POOL answered with a redirect (HTTP {response.status_code}); check [pool] base_url")
         if response.status_code != 200:
-            raise RejectedError(f"POOL rejected the request (HTTP {response.status_code}{_server_message(response)})")
+            kind = RefusedError if response.status_code == 400 else RejectedError
+            raise kind(f"POOL rejected the request (HTTP {response.status_code}{_server_message(response)})")
         return _requeue_result(_json(response), len(trackids))
 
     def _send(self, trackids: list[int], reason: str, on_attempt) -> requests.Response:
@@ -252,7 +254,7 @@ def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:
 def _requeue_result(answer: dict, sent: int) -> RequeueResult:
     if answer.get("result") != "success":
         message = answer.get("message") or answer.get("error") or answer.get("result")
-        raise RejectedError(f"POOL did not accept the request: {str(message)[:200]}")
+        raise RefusedError(f"POOL did not accept the request: {str(message)[:200]}")
     requeued = answer.get("tracks_requeued")
     try:
         return RequeueResult(sent, int(requeued) if requeued is not None else None)

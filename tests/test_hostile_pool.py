@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,10 +27,14 @@ import pytest
 import requests
 
 from conftest import API_KEY, API_SECRET, USERID
-from poold.config import ConfigError, PoolConfig, Secret, load
+from poold import app, filing
+from poold.config import ConfigError, PoolConfig, RequestsConfig, Secret, load
 from poold.errors import PoolError, TransientError
+from poold.filing import DAY
 from poold.pool import PoolClient
-from poold.sandbox import NOT_JSON, RESET_BEFORE, SERVER_ERROR
+from poold.sandbox import NOT_JSON, RESET_BEFORE, SERVER_ERROR, Sandbox, partial
+from poold.scan import AuditReport, Finding
+from poold.state import State
 
 TRACKS = [356111, 356115]
 REASON = "poold integrity check: 2 files missing"
@@ -362,3 +368,163 @@ def test_name_resolution_failures_are_classified_by_their_code(errno, permanent)
     assert isinstance(failure, PoolError) and isinstance(failure, TransientError) is not permanent
     assert "h.example" in str(failure)
     assert_plain_words(str(failure))
+
+
+# --- item 4: one bad ID must not block a batch ------------------------------------------
+
+T0 = 1_700_000_000.0
+BAD = 37
+BATCH = list(range(1, 51))
+
+
+@pytest.fixture
+def state(tmp_path):
+    with State(tmp_path / "state") as opened:
+        yield opened
+
+
+def strict_sandbox(how: str, unknown=(BAD,)) -> Sandbox:
+    """A sandbox that refuses a whole batch when any of its ids is unknown."""
+    server = Sandbox(userid=USERID, api_key=API_KEY, api_secret=API_SECRET,
+                     known_tracks=set(BATCH) - set(unknown))
+    server.refuse_unknown_ids(how)
+    return server
+
+
+def make_client(sandbox: Sandbox, max_attempts: int = 3) -> PoolClient:
+    config = PoolConfig(base_url=sandbox.base_url, userid=USERID, **credentials())
+    return PoolClient(config, max_attempts=max_attempts, backoff=0.01, max_backoff=2.0)
+
+
+def record_missing(state: State, trackids, now: float = T0) -> None:
+    findings = [Finding(t, f"crate/track{t}.mp3", "missing", "missing", "test damage") for t in trackids]
+    filing.record(state, AuditReport(library="library", manifest="manifest.json", checked=len(findings),
+                                     ok=0, problems=findings, ok_trackids=set()), now)
+
+
+def file_requests(state: State, client: PoolClient, settings=RequestsConfig(), now: float = T0):
+    batches, held = filing.plan(state, settings, now)
+    filing.enqueue(state, batches, now)
+    return filing.drain(state, client), held
+
+
+def open_requests_by_track(state: State) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for request in state.requests(states=("pending", "sent")):
+        for trackid in request.trackids:
+            counts[trackid] = counts.get(trackid, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("how", ["result_error", "http_400"])
+def test_one_unknown_id_in_a_batch_of_50_is_found_by_halving(state, how):
+    with strict_sandbox(how) as sandbox:
+        record_missing(state, BATCH)
+        file_requests(state, make_client(sandbox))
+
+        assert sandbox.requeued == {t: 1 for t in BATCH if t != BAD}
+        assert len(sandbox.received) <= 2 * math.ceil(math.log2(len(BATCH))) + 1  # O(log n)
+        [refused] = state.requests(states=("rejected",))
+        assert refused.trackids == (BAD,) and refused.attempts == 1
+        assert f"tracks not downloaded by this account: {BAD}" in refused.last_error
+        assert state.requests(states=("pending", "sent")) == []
+        settled = {t for r in state.requests(states=("accepted",)) for t in r.trackids}
+        assert settled == set(BATCH) - {BAD}
+        for request in state.requests(states=("accepted", "rejected")):  # each reason true of its tracks
+            files = "1 file" if len(request.trackids) == 1 else f"{len(request.trackids)} files"
+            assert f": {files} missing" in request.reason
+        assert state.tracks_requested_since(T0 - 1) == len(BATCH)  # each track counted once
+
+        # never again by itself, however long it waits; status says why
+        sent = len(sandbox.received)
+        batches, held = file_requests(state, make_client(sandbox), now=T0 + 60 * DAY)
+        assert len(sandbox.received) == sent
+        why = {h.incident.trackid: h.why for h in held}[BAD]
+        assert "POOL refused it" in why and f"not downloaded by this account: {BAD}" in why
+        assert "person" in why
+
+
+def test_several_unknown_ids_are_each_refused_alone(state):
+    unknown = (2, 3, 40)
+    with strict_sandbox("http_400", unknown) as sandbox:
+        record_missing(state, BATCH)
+        file_requests(state, make_client(sandbox))
+        assert sandbox.requeued == {t: 1 for t in BATCH if t not in unknown}
+        assert sorted(r.trackids for r in state.requests(states=("rejected",))) == [(2,), (3,), (40,)]
+
+
+def test_a_split_interrupted_by_an_outage_resumes_without_doubles(state):
+    """The halves are written down with the split: a drain stopped by an outage leaves
+    them pending, and the next drain finishes the search. Nothing is requeued twice,
+    no track is ever in two open requests."""
+    with strict_sandbox("result_error") as sandbox:
+        record_missing(state, BATCH)
+        sandbox.fault(partial(len(BATCH)), SERVER_ERROR, SERVER_ERROR)  # the batch answered as usual, then down
+        file_requests(state, make_client(sandbox, max_attempts=2))
+        [split] = state.requests(states=("split",))
+        assert split.trackids == tuple(BATCH) and "split into" in split.last_error
+        pending = state.pending_requests()
+        assert sorted(t for r in pending for t in r.trackids) == BATCH
+        assert set(open_requests_by_track(state).values()) == {1}
+        assert sandbox.requeued == {}
+
+        file_requests(state, make_client(sandbox))
+        assert sandbox.requeued == {t: 1 for t in BATCH if t != BAD}
+        assert [r.trackids for r in state.requests(states=("rejected",))] == [(BAD,)]
+        assert state.pending_requests() == []
+
+
+def test_a_refused_request_is_split_in_one_transaction(state):
+    """The parent is settled and its halves written together, with their incidents."""
+    record_missing(state, [1, 2, 3])
+    [request_id] = filing.enqueue(state, filing.plan(state, RequestsConfig(), T0)[0], T0)
+    state.mark_sent(request_id)
+    halves = state.split(request_id, [("b-1", "reason one", [1, 2]), ("b-2", "reason two", [3])],
+                         error="POOL did not accept the request: no")
+    assert len(halves) == 2
+    parent, first, second = state.requests()[::-1]
+    assert parent.state == "split" and parent.last_error.startswith("POOL did not accept the request: no")
+    assert (first.trackids, first.state, first.reason) == ((1, 2), "pending", "reason one")
+    assert (second.trackids, second.state) == ((3,), "pending")
+    assert state.split(request_id, [("b-3", "again", [1])], error="x") == []  # already settled: no-op
+    assert set(open_requests_by_track(state).values()) == {1}
+    incident_ids = {state.open_incident(t).id for t in (1, 2, 3)}
+    assert {i for i in incident_ids if len(state.incident_requests(i)) == 1} == incident_ids  # split rows don't count
+    with pytest.raises(ValueError):
+        state.split(first.id, [("b-4", "r", [1]), ("b-5", "r", [9])], error="x")  # 9 is not in it
+
+
+def test_the_daily_quota_counts_each_track_once_however_often_it_was_split(state):
+    """The halves repeat their parent's tracks: the quota counts tracks, not rows."""
+    settings = RequestsConfig(max_tracks_per_day=60)
+    with strict_sandbox("result_error") as sandbox:
+        record_missing(state, BATCH)
+        file_requests(state, make_client(sandbox), settings)
+        assert len(state.requests()) > 2  # it was split
+
+        sandbox.known_tracks = frozenset(range(1, 100)) - {BAD}
+        record_missing(state, range(51, 71), now=T0 + 60)
+        _, held = file_requests(state, make_client(sandbox), settings, now=T0 + 60)
+        assert sorted(t for t in sandbox.requeued if t > 50) == list(range(51, 61))
+        assert sorted(h.incident.trackid for h in held if "daily limit" in h.why) == list(range(61, 71))
+        assert state.tracks_requested_since(T0 - 1) == 60
+
+
+def test_status_says_why_a_refused_track_waits_for_a_person(make_library):
+    with strict_sandbox("http_400", unknown=()) as sandbox:
+        sandbox.known_tracks = frozenset({1001, 1002})
+        library = make_library(["mp3"] * 3, base_url=sandbox.base_url,
+                               extra="[guard]\nmax_missing_fraction = 1.0\n")
+        for path in library.paths.values():
+            path.unlink()
+        outcome = app.run_audit(library.config(), request=True, client=make_client(sandbox))
+        assert sorted((r["state"], tuple(r["trackids"])) for r in outcome.requests) == [
+            ("accepted", (1001, 1002)), ("rejected", (1003,)), ("split", (1001, 1002, 1003))]
+        assert sandbox.requeued == {1001: 1, 1002: 1}
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POOLD_") and k != "CREDENTIALS_DIRECTORY"}
+        status = subprocess.run([sys.executable, "-m", "poold", "status", "--config", str(library.config_path)],
+                                capture_output=True, text=True, env=env, timeout=60).stdout
+        [line] = [line for line in status.splitlines() if "POOL refused it" in line]
+        assert "HTTP 400: tracks not downloaded by this account: 1003" in line and "a person has to look" in line
+        assert status.count("POOL refused it") == 1
