@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 import tenacity
+import urllib3.exceptions
 import urllib3.util
 
 from . import __version__
