@@ -490,8 +490,10 @@ def test_a_refused_request_is_split_in_one_transaction(state):
     assert set(open_requests_by_track(state).values()) == {1}
     incident_ids = {state.open_incident(t).id for t in (1, 2, 3)}
     assert {i for i in incident_ids if len(state.incident_requests(i)) == 1} == incident_ids  # split rows don't count
+    before = state.requests()
     with pytest.raises(ValueError):
         state.split(first.id, [("b-4", "r", [1]), ("b-5", "r", [9])], error="x")  # 9 is not in it
+    assert state.requests() == before  # rolled back whole
 
 
 def test_the_daily_quota_counts_each_track_once_however_often_it_was_split(state):
