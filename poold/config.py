@@ -342,7 +342,7 @@ class _Parser:
         try:
             check_base_url(base_url)
         except InsecureURL as exc:
-            self.fail("pool", "base_url", str(exc))
+            self.fail("pool", "base_url", exc.problem)
         userid = self.typed("pool", "userid", table, None, int, "the POOL User ID (a whole number)")
         secrets = {name: self.secret(name, table) for name in SECRET_NAMES}
         if (secrets["api_key"] is None) != (secrets["api_secret"] is None):

@@ -14,11 +14,18 @@ cooldown after one for the same incident, nor at all after
 :data:`MAX_REQUESTS_PER_TRACK` requests for one incident (it keeps failing after being
 redownloaded: a person has to look). Once the file checks ok, the incident is closed;
 if it breaks again later, that is a new incident. At most ``max_tracks_per_day``
-track IDs are requested in any rolling 24 hours.
+distinct track IDs are requested in any rolling 24 hours.
+
+When POOL refuses a request as a whole (HTTP 400 or ``"result": "error"``), perhaps
+for one track ID it does not know, the request is split in halves, and the halves
+again, until the refused IDs stand alone. A track refused alone is settled
+``rejected`` with POOL's message and never requested again for that incident: a
+person has to look.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import fcntl
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import RequestsConfig
-from .errors import PoolError, RejectedError, TransientError
+from .errors import PoolError, RefusedError, RejectedError, TransientError
 from .integrity import NOT_REQUESTABLE
 from .scan import AuditReport
 from .state import FINAL_REQUEST_STATES, Incident, OutboxRequest, State
@@ -127,6 +134,8 @@ def _hold_reason(state: State, incident: Incident, settings: RequestsConfig, now
         return "a redownload would not fix this: check the file by hand"
     if state.has_open_request(incident.trackid):
         return "a request for it is already waiting to be sent"
+    if refusal := state.refusal(incident.id):
+        return f"POOL refused it ({refusal}); it is not requested again by itself: a person has to look"
     earlier = state.incident_requests(incident.id)
     if len(earlier) >= MAX_REQUESTS_PER_TRACK:
         return f"still broken after {len(earlier)} redownload requests: check it by hand"
@@ -160,7 +169,9 @@ def drain(state: State, client: PoolClient) -> list[OutboxRequest]:
     A transient failure leaves the request pending for the next drain and stops this
     one (the service or the network is down; the rest would fail the same way). The
     least recently tried requests go first, so one that keeps failing cannot starve
-    the others. Returns the requests this drain touched, as they now stand.
+    the others. The halves of a split request are sent next, depth first, so one
+    refused ID among n costs about 2·log2(n) requests. Returns the requests this drain
+    touched, as they now stand.
     """
     with outbox_lock(state) as locked:
         if not locked:
@@ -169,25 +180,36 @@ def drain(state: State, client: PoolClient) -> list[OutboxRequest]:
         if recovered := state.recover_unconfirmed():
             log.warning("%d request(s) were interrupted while being sent; sending them again", recovered)
         touched = []
-        for request in sorted(state.pending_requests(), key=lambda r: r.updated):
+        queue = collections.deque(sorted(state.pending_requests(), key=lambda r: r.updated))
+        while queue:
+            request = queue.popleft()
             touched.append(request.id)
-            if not _send(state, client, request):
+            follow_up = _send(state, client, request)
+            if follow_up is None:
                 break
+            queue.extendleft(reversed(follow_up))
     return [r for r in state.requests(states=("pending",) + FINAL_REQUEST_STATES) if r.id in touched]
 
 
-def _send(state: State, client: PoolClient, request: OutboxRequest) -> bool:
-    """Send one request and settle it; False when the drain should stop (service down)."""
+def _send(state: State, client: PoolClient, request: OutboxRequest) -> list[OutboxRequest] | None:
+    """Send one request and settle it. Returns the requests to send next (the halves,
+    when POOL refused it as a whole and it was split), or None when the drain should
+    stop (the service is down)."""
     try:
         result = client.redownload(list(request.trackids), request.reason,
                                    on_attempt=lambda: state.mark_sent(request.id))
+    except RefusedError as exc:
+        if len(request.trackids) > 1:
+            return _split(state, request, str(exc))
+        state.settle(request.id, "rejected", error=str(exc))
+        log.warning("request %d rejected: POOL refuses track %d: %s", request.id, request.trackids[0], exc)
     except RejectedError as exc:
         state.settle(request.id, "rejected", error=str(exc))
         log.warning("request %d rejected: %s", request.id, exc)
     except TransientError as exc:
         state.settle(request.id, "pending", error=str(exc))
         log.warning("request %d stays pending: %s", request.id, exc)
-        return False
+        return None
     except PoolError as exc:
         state.settle(request.id, "pending", error=str(exc))
         raise
@@ -196,7 +218,21 @@ def _send(state: State, client: PoolClient, request: OutboxRequest) -> bool:
         state.settle(request.id, outcome, tracks_requeued=result.requeued)
         log.info("request %d %s: %s of %d tracks requeued", request.id, outcome,
                  "?" if result.requeued is None else result.requeued, result.sent)
-    return True
+    return []
+
+
+def _split(state: State, request: OutboxRequest, error: str) -> list[OutboxRequest]:
+    """Settle a refused request as split and write its halves, each with a reason true
+    of its own tracks; the halves are returned to be sent next."""
+    middle = (len(request.trackids) + 1) // 2
+    halves = [list(request.trackids[:middle]), list(request.trackids[middle:])]
+    day = datetime.date.today()
+    parts = [(f"{request.batch}/{number}", reason_text(request.cause, len(half), day), half)
+             for number, half in enumerate(halves, 1)]
+    ids = state.split(request.id, parts, error=error)
+    log.warning("request %d refused as a whole (%s); sending its %d tracks in two halves to find the refused ones",
+                request.id, error, len(request.trackids))
+    return [r for r in state.pending_requests() if r.id in ids]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,11 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import ipaddress
 import logging
+import os
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -21,10 +25,13 @@ from urllib.parse import urlsplit
 
 import requests
 import tenacity
+import urllib3.exceptions
+import urllib3.util
 
 from . import __version__
 from .config import PoolConfig, Secret
-from .errors import PoolError, RejectedError, TransientError, check_base_url
+from .errors import (DEFAULT_PORTS, BaseURL, InsecureURL, PoolError, RefusedError, RejectedError, TransientError,
+                     check_base_url)
 from .redact import register_secret
 
 log = logging.getLogger(__name__)
@@ -146,13 +153,18 @@ class PoolClient:
                  max_backoff: float = 60.0, session: requests.Session | None = None, clock=time.monotonic):
         if config.userid is None:
             raise PoolError("[pool] userid is not set: it is needed to file requests")
-        check_base_url(config.base_url)
+        checked = check_base_url(config.base_url)
+        _confirm_connect_target(config.base_url, checked)
         for secret in (config.api_key, config.api_secret, config.token):
             if isinstance(secret, Secret):
                 register_secret(secret.reveal())
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"poold/{__version__}"
+        if checked.scheme == "http":
+            # Loopback only (check_base_url): a proxy from HTTP_PROXY or ALL_PROXY would
+            # receive the credentials in clear text, and a loopback host needs none.
+            self.session.trust_env = False
         self.tokens = Tokens(config, self.session, clock)
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
@@ -196,7 +208,8 @@ class PoolClient:
         if 300 <= response.status_code < 400:
             raise PoolError(f"POOL answered with a redirect (HTTP {response.status_code}); check [pool] base_url")
         if response.status_code != 200:
-            raise RejectedError(f"POOL rejected the request (HTTP {response.status_code}{_server_message(response)})")
+            kind = RefusedError if response.status_code == 400 else RejectedError
+            raise kind(f"POOL rejected the request (HTTP {response.status_code}{_server_message(response)})")
         return _requeue_result(_json(response), len(trackids))
 
     def _send(self, trackids: list[int], reason: str, on_attempt) -> requests.Response:
@@ -215,6 +228,25 @@ class PoolClient:
                 "so set [pool] api_key and api_secret instead and poold will mint its own")
 
 
+def _confirm_connect_target(base_url: str, checked: BaseURL) -> None:
+    """Make sure requests and urllib3, parsing the URL poold will POST to, find the very
+    scheme, host and port that :func:`check_base_url` checked, and no credentials."""
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(base_url + REDOWNLOAD, None)
+        target = urllib3.util.parse_url(prepared.url)
+    except (requests.RequestException, urllib3.exceptions.LocationParseError):
+        raise InsecureURL("cannot be parsed by the HTTP library") from None
+    host = (target.host or "").strip("[]").lower()
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    port = target.port or DEFAULT_PORTS.get(target.scheme or "")
+    if (target.scheme, host, port, target.auth) != (checked.scheme, checked.host, checked.port, None):
+        raise InsecureURL(f"names {checked.host}:{checked.port}, but the HTTP library would connect elsewhere")
+
+
 def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:
     error = retry_state.outcome.exception() if retry_state.outcome else None
     return error.retry_after if isinstance(error, TransientError) else None
@@ -223,7 +255,7 @@ def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:
 def _requeue_result(answer: dict, sent: int) -> RequeueResult:
     if answer.get("result") != "success":
         message = answer.get("message") or answer.get("error") or answer.get("result")
-        raise RejectedError(f"POOL did not accept the request: {str(message)[:200]}")
+        raise RefusedError(f"POOL did not accept the request: {str(message)[:200]}")
     requeued = answer.get("tracks_requeued")
     try:
         return RequeueResult(sent, int(requeued) if requeued is not None else None)
@@ -236,22 +268,67 @@ def _b64(text: str) -> str:
 
 
 def _post(session: requests.Session, url: str, form: dict, headers: dict, timeout: float) -> requests.Response:
-    """POST a form; network failures become TransientError with a message free of secrets."""
+    """POST a form. A failure to reach the server becomes a TransientError, or a
+    PoolError when it is a set-up problem that waiting will not fix (see
+    :func:`_connection_failure`); messages are plain words, free of secrets."""
+    where = urlsplit(url).netloc
     try:
         return session.post(url, data=form, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.Timeout:
-        raise TransientError(f"no answer from {urlsplit(url).netloc} within {timeout:g} s") from None
+        raise TransientError(f"no answer from {where} within {timeout:g} s") from None
     except requests.ConnectionError as exc:
-        raise TransientError(f"connection to {urlsplit(url).netloc} failed ({_cause(exc)})") from None
-    except requests.RequestException as exc:
-        raise TransientError(f"request to {urlsplit(url).netloc} failed ({type(exc).__name__})") from None
+        raise _connection_failure(exc, where) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+        raise PoolError(f"the URL of {where} is not valid: check [pool] base_url") from None
+    except requests.RequestException:
+        raise TransientError(f"the request to {where} failed") from None
 
 
-def _cause(exc: Exception) -> str:
-    """The innermost exception's class name: informative, and never carries headers."""
-    while exc.__context__ is not None or exc.__cause__ is not None:
-        exc = exc.__cause__ or exc.__context__
-    return type(exc).__name__
+PERMANENT_LOOKUP_FAILURES = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def _connection_failure(error: requests.ConnectionError, where: str) -> PoolError:
+    """What went wrong in plain words, and whether it may pass.
+
+    A host name that does not exist (EAI_NONAME, EAI_NODATA) and a certificate that
+    does not verify are set-up problems: PoolError, reported at once. A temporary
+    lookup failure (EAI_AGAIN: offline, a DNS server not answering), a refused or reset
+    connection and a failed handshake may pass: TransientError, retried.
+    """
+    causes = list(_causes(error))
+    host = urlsplit(f"//{where}").hostname or where
+    if certificate := _first(causes, ssl.SSLCertVerificationError):
+        problem = (certificate.verify_message or certificate.reason or "it does not verify").rstrip(".")
+        return PoolError(f"the TLS certificate of {host} is not valid ({problem}): check the system's "
+                         "CA certificates and clock, and [pool] base_url")
+    if lookup := _first(causes, socket.gaierror):
+        if lookup.errno in PERMANENT_LOOKUP_FAILURES:
+            return PoolError(f"cannot find the host {host}: check [pool] base_url (the name does not exist)")
+        return TransientError(f"cannot look up the host {host} just now ({_lowercase(lookup.strerror)})")
+    if handshake := _first(causes, ssl.SSLError):
+        reason = (handshake.reason or "").replace("_", " ").lower()
+        return TransientError(f"the TLS handshake with {where} failed" + (f" ({reason})" if reason else ""))
+    if system := next((c for c in causes if isinstance(c, OSError) and c.errno), None):
+        return TransientError(f"the connection to {where} failed: {_lowercase(os.strerror(system.errno))}")
+    return TransientError(f"the connection to {where} closed without an answer")
+
+
+def _first(causes: list[BaseException], kind: type[BaseException]):
+    return next((cause for cause in causes if isinstance(cause, kind)), None)
+
+
+def _causes(error: BaseException):
+    """The exception and everything it was raised from, outermost first (bounded)."""
+    for _ in range(20):
+        if error is None:
+            return
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _lowercase(text: str | None) -> str:
+    text = text or "unknown failure"
+    return text[:1].lower() + text[1:]
 
 
 def _raise_for_transient(response: requests.Response) -> None:

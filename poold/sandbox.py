@@ -260,6 +260,19 @@ class Sandbox:
         valid = form.get("userid") == str(self.userid) and self._token_alive(form.get("token", ""))
         return _Reply(200, {"token": "valid" if valid else "invalid"})
 
+    # How a batch holding ids the account never downloaded is answered: "requeue_known"
+    # (requeue the others; "result": "error" only when none is known), or refused as a
+    # whole, naming the unknown ids, as strict services do: "result_error" (HTTP 200)
+    # or "http_400".
+    unknown_ids = "requeue_known"
+    UNKNOWN_ID_ANSWERS = ("requeue_known", "result_error", "http_400")
+
+    def refuse_unknown_ids(self, how: str) -> None:
+        """Answer batches holding unknown ids as ``how`` (see :attr:`unknown_ids`)."""
+        if how not in self.UNKNOWN_ID_ANSWERS:
+            raise ValueError(f"unknown_ids must be one of {self.UNKNOWN_ID_ANSWERS}")
+        self.unknown_ids = how
+
     def _redownload(self, request: _Request) -> _Reply:
         """Answer a redownload request and record it, whatever the answer."""
         try:
@@ -317,8 +330,15 @@ class Sandbox:
         raise ValueError(f"unknown fault {fault!r}")
 
     def _requeue(self, ids: list[int]) -> _Reply:
-        """Requeue the ids the account downloaded before; the real service ignores the rest."""
+        """Requeue the ids the account downloaded before; the rest are ignored, or refuse
+        the whole batch (see :attr:`unknown_ids`)."""
         known = [i for i in ids if self.known_tracks is None or i in self.known_tracks]
+        if len(known) < len(ids) and self.unknown_ids != "requeue_known":
+            unknown = ",".join(str(i) for i in ids if i not in known)
+            message = f"tracks not downloaded by this account: {unknown}"
+            if self.unknown_ids == "http_400":
+                return _error(400, message)
+            return _Reply(200, {"result": "error", "message": message})
         if not known:
             message = "none of these tracks was downloaded by this account"
             return _Reply(200, {"result": "error", "message": message})

@@ -6,7 +6,8 @@ transaction) just before the POST, and settled as ``accepted``, ``partial`` or
 ``rejected`` after the answer, or put back to ``pending`` for another try. On start-up,
 ``sent`` rows whose answer never arrived (a crash mid-request) go back to ``pending``:
 delivery is at least once, and only a request in flight at the moment of a crash can
-be delivered twice.
+be delivered twice. A request POOL refuses as a whole is ``split``: settled, and its
+halves written as new ``pending`` requests for the same incidents, in one transaction.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS requests (
     batch TEXT NOT NULL UNIQUE,
     cause TEXT NOT NULL,
     reason TEXT NOT NULL,
-    state TEXT NOT NULL,           -- pending | sent | accepted | partial | rejected
+    state TEXT NOT NULL,           -- pending | sent | accepted | partial | rejected | split
     created REAL NOT NULL,
     updated REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -101,7 +102,8 @@ CREATE TABLE IF NOT EXISTS locations (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-FINAL_REQUEST_STATES = ("accepted", "partial", "rejected")
+FINAL_REQUEST_STATES = ("accepted", "partial", "rejected", "split")
+ANSWERED_STATES = ("accepted", "partial", "rejected")  # what settle() records
 
 
 @dataclass(frozen=True)
@@ -217,11 +219,23 @@ class State:
     # --- outbox ---------------------------------------------------------------------
 
     def incident_requests(self, incident_id: int) -> list[tuple[float, str]]:
-        """(created, state) of every request filed for one incident, oldest first."""
+        """(created, state) of every request filed for one incident, oldest first. A
+        ``split`` request does not count: its halves carry its tracks on."""
         rows = self.db.execute(
             """SELECT r.created, r.state FROM requests r JOIN request_tracks t ON t.request_id = r.id
-               WHERE t.incident_id = ? ORDER BY r.created""", (incident_id,))
+               WHERE t.incident_id = ? AND r.state != 'split' ORDER BY r.created""", (incident_id,))
         return [(row[0], row[1]) for row in rows]
+
+    def refusal(self, incident_id: int) -> str | None:
+        """POOL's message when it refused a request for this incident's track alone: that
+        track ID is what it refuses, and asking again would not help."""
+        row = self.db.execute(
+            """SELECT COALESCE(r.last_error, 'POOL refused it') FROM requests r
+               JOIN request_tracks t ON t.request_id = r.id
+               WHERE t.incident_id = ? AND r.state = 'rejected'
+                 AND (SELECT COUNT(*) FROM request_tracks alone WHERE alone.request_id = r.id) = 1
+               ORDER BY r.created DESC LIMIT 1""", (incident_id,)).fetchone()
+        return row[0] if row else None
 
     def has_open_request(self, trackid: int) -> bool:
         row = self.db.execute(
@@ -230,8 +244,11 @@ class State:
         return row is not None
 
     def tracks_requested_since(self, since: float) -> int:
+        """How many distinct tracks were requested (written to the outbox) since then.
+        A track counts once however many requests carried it: the halves of a split
+        request repeat their parent's tracks, and the quota limits tracks, not requests."""
         row = self.db.execute(
-            """SELECT COUNT(*) FROM requests r JOIN request_tracks t ON t.request_id = r.id
+            """SELECT COUNT(DISTINCT t.trackid) FROM requests r JOIN request_tracks t ON t.request_id = r.id
                WHERE r.created >= ?""", (since,)).fetchone()
         return row[0]
 
@@ -269,7 +286,7 @@ class State:
 
     def settle(self, request_id: int, state: str, *, error: str | None = None, tracks_requeued: int | None = None) -> None:
         """Record the outcome of a send: a final state, or ``pending`` to try again later."""
-        if state not in FINAL_REQUEST_STATES + ("pending",):
+        if state not in ANSWERED_STATES + ("pending",):
             raise ValueError(f"cannot settle a request as {state!r}")
         with self.transaction() as db:
             db.execute(
@@ -277,6 +294,35 @@ class State:
                 "updated=? WHERE id=?",
                 (state, error, tracks_requeued, time.time(), request_id),
             )
+
+    def split(self, request_id: int, parts: list[tuple[str, str, list[int]]], *, error: str) -> list[int]:
+        """Settle a request POOL refused as a whole as ``split`` and write its ``parts``
+        ((batch, reason, trackids), which must share out its tracks) as new pending
+        requests for the same incidents: one transaction, so each track stays in exactly
+        one open request. Returns the new ids; [] when the request was settled already.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT cause FROM requests WHERE id=? AND state IN ('pending', 'sent')",
+                             (request_id,)).fetchone()
+            if row is None:
+                return []
+            incidents = dict(db.execute(
+                "SELECT trackid, incident_id FROM request_tracks WHERE request_id=?", (request_id,)).fetchall())
+            shared_out = sorted(t for _, _, trackids in parts for t in trackids)
+            if shared_out != sorted(incidents):
+                raise ValueError(f"the parts of request {request_id} do not share out its tracks")
+            ids = []
+            for batch, reason, trackids in parts:
+                cursor = db.execute(
+                    "INSERT INTO requests (batch, cause, reason, state, created, updated) VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (batch, row[0], reason, now, now))
+                db.executemany("INSERT INTO request_tracks (request_id, trackid, incident_id) VALUES (?, ?, ?)",
+                               [(cursor.lastrowid, t, incidents[t]) for t in trackids])
+                ids.append(cursor.lastrowid)
+            note = f"{error}; split into requests {', '.join(map(str, ids))}"
+            db.execute("UPDATE requests SET state='split', last_error=?, updated=? WHERE id=?", (note, now, request_id))
+            return ids
 
     def recover_unconfirmed(self) -> int:
         """After a crash: requests marked sent whose answer never arrived become pending."""

@@ -84,7 +84,6 @@ FAULTS = {
     "reset after processing": (RESET_AFTER, "accepted", 2, {1: 2, 2: 2}),
     "200 with an HTML page": (NOT_JSON, "accepted", 2, {1: 1, 2: 1}),
     "401, token expired": (TOKEN_EXPIRED, "accepted", 2, {1: 1, 2: 1}),
-    "result error": (RESULT_ERROR, "rejected", 1, {}),
     "partial": (partial(1), "partial", 1, {1: 1}),
 }
 
@@ -98,6 +97,22 @@ def test_fault_end_state(state, sandbox, fault, outcome, attempts, requeued):
     assert (request.state, request.attempts) == (outcome, attempts)
     assert sandbox.requeued == requeued
     assert len(sandbox.received) == attempts
+
+
+def test_a_batch_refused_as_a_whole_is_split_and_each_half_sent_alone(state, sandbox):
+    """POOL's "result": "error" names no track: the halves tell which it refuses (here
+    none: the refusal passed), each with a reason true of its own track."""
+    filing.record(state, report(finding(1), finding(2)))
+    sandbox.fault(RESULT_ERROR)
+    file_requests(state, make_client(sandbox))
+    parent, first, second = state.requests(states=("split", "accepted"))
+    assert (parent.state, parent.trackids, parent.attempts) == ("split", (1, 2), 1)
+    assert parent.last_error == (f"POOL did not accept the request: request could not be processed; "
+                                 f"split into requests {first.id}, {second.id}")
+    assert [(r.state, r.trackids, r.attempts) for r in (first, second)] == [("accepted", (1,), 1), ("accepted", (2,), 1)]
+    assert first.reason.endswith(": 1 file missing from the library (lost or deleted)")
+    assert sandbox.requeued == {1: 1, 2: 1} and len(sandbox.received) == 3
+    assert state.tracks_requested_since(0) == 2
 
 
 def test_answer_slower_than_the_timeout_is_sent_again(state, sandbox):

@@ -163,6 +163,22 @@ def test_only_previously_downloaded_tracks_are_requeued():
         assert sandbox.requeued == {1: 1, 2: 1}
 
 
+@pytest.mark.parametrize("how, status", [("result_error", 200), ("http_400", 400)])
+def test_a_batch_with_an_unknown_id_can_be_refused_as_a_whole(how, status):
+    """As strict services do: one unknown id and nothing in the batch is requeued."""
+    with Sandbox(known_tracks=[1, 2]) as sandbox:
+        sandbox.refuse_unknown_ids(how)
+        token = fresh_token(sandbox)
+        refused = redownload(sandbox, token, trackid_list="1,3,2,4")
+        assert refused.status_code == status
+        assert refused.json()["message"] == "tracks not downloaded by this account: 3,4"
+        if status == 200:
+            assert refused.json()["result"] == "error"
+        assert sandbox.requeued == {}
+        assert redownload(sandbox, token, trackid_list="1,2").json() == {"result": "success", "tracks_requeued": 2}
+        assert sandbox.requeued == {1: 1, 2: 1}
+
+
 GOOD_FORM = {"trackid_list": "1,2", "reason": REASON}
 
 
