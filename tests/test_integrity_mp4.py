@@ -319,11 +319,68 @@ def test_trailing_garbage_is_reported(copy_of):
     assert_corrupt(path, "trailing_data")
 
 
-def test_trailing_text_that_reads_as_an_overlong_box_is_corrupt(copy_of):
-    """Text after the movie parses as a box header running past the end of the file."""
+@pytest.mark.parametrize("name", ["m4a", "m4a_faststart", "mp4_faststart"])
+@pytest.mark.parametrize("junk", [
+    b"garbage that is not a box" * 20,  # reads as a 'rbag' box of 1,734,439,026 bytes
+    b"<html>error: the download failed</html>\n" * 10,  # a 'l>er' box of 1,013,478,509 bytes
+    struct.pack(">I4s", 0x7FFFFFFF, b"Zq9\x01") + bytes(300),  # an unreadable type
+], ids=["text", "html", "binary_type"])
+def test_bytes_appended_after_the_last_box_are_trailing_data(copy_of, name, junk):
+    """Appended bytes parse as a box header whose size runs past the end of the file: a
+    type no file puts at the top level is not taken for a cut box, and never quoted."""
+    path = copy_of(name)
+    size = os.path.getsize(path)
+    append(path, junk)
+    verdict = assert_corrupt(path, "trailing_data")
+    assert f"from byte {size:,}" in verdict.detail
+    assert junk[4:8].decode("latin-1") not in verdict.detail
+
+
+@pytest.mark.parametrize("name", ["m4a", "m4a_faststart", "mp4", "mp4_faststart"])
+@pytest.mark.parametrize("zeros", [8, 96, 5000])
+def test_zeros_after_a_complete_movie_are_padding(copy_of, name, zeros):
+    """Every box whole, every sample inside the file, no fragments: zeros after the last
+    box belong to no box and nothing refers to them."""
+    path = copy_of(name)
+    append(path, bytes(zeros))
+    verdict = check_file(path)
+    assert verdict.status == "ok", verdict
+    assert f"{zeros:,} zero bytes of padding" in verdict.detail
+
+
+def test_zeros_after_the_last_fragment_are_zero_filled(copy_of):
+    """A fragmented file may be missing fragments after the last complete one."""
+    path = copy_of("mp4_fragmented_no_mfra")
+    append(path, bytes(4096))
+    assert_corrupt(path, "zero_filled")
+
+
+@pytest.mark.parametrize("name", ["m4a", "m4a_faststart", "mp4_faststart"])
+@pytest.mark.parametrize("brand", [b"M4B ", b"M4A ", b"isom"])
+@pytest.mark.parametrize("wide", [False, True], ids=["32bit", "64bit"])
+def test_index_larger_than_the_file_is_truncated(copy_of, name, brand, wide):
+    """'ftyp' is sound, 'moov' declares more bytes than the file holds: a cut file, not
+    "no media signature", whatever the brand and whichever size field 'ftyp' uses."""
+    path = copy_of(name)
+    data = bytearray(open(path, "rb").read())
+    data[8:12] = brand
+    at = box_offset(path, b"moov")
+    data[at:at + 4] = struct.pack(">I", len(data) - at + 1000)
+    if wide:  # the same 'ftyp' with a 64-bit size (ISOBMFF 4.2): 8 bytes longer
+        ftyp_size = struct.unpack_from(">I", data)[0]
+        data = struct.pack(">I4sQ", 1, b"ftyp", ftyp_size + 8) + data[8:]
+    with open(path, "wb") as f:
+        f.write(data)
+    verdict = assert_corrupt(path, "truncated")
+    assert "'moov'" in verdict.detail
+
+
+def test_garbage_box_types_are_shown_in_hex(copy_of):
+    """A damaged box inside 'moov' whose type is garbage: named by its hex code, not quoted."""
     path = copy_of("mp4_faststart")
-    append(path, b"garbage that is not a box" * 20)
-    assert_corrupt(path, "truncated", "trailing_data")
+    patch_table(path, b"trak", -8, struct.pack(">I4s", 0x7FFFFFFF, b"\x01>\x7fq"))
+    verdict = assert_corrupt(path, "bad_structure")
+    assert "a box of type 0x013e7f71" in verdict.detail, verdict
 
 
 def test_trailing_apev2_tag_is_tolerated(copy_of):
