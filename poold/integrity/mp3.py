@@ -254,7 +254,7 @@ def check(src: Source) -> Verdict:
     stream = tail.frame_end - first
     unaccounted = (first - tags_end) + (src.size - audio_end)
     _check_declared(declared, header, stream, unaccounted, tail)
-    note = _check_rest(tail)
+    note = _check_rest(tail, complete=declared is not None and declared.size == stream)
     duration = _duration(declared, header, stream, head_bitrates | tail.bitrates)
     if declared is None and duration is not None:
         _check_tlen(src, tags_end, duration)
@@ -415,19 +415,24 @@ def _zero_filled(tail: Tail) -> bool:
     return bool(tail.rest) and (zeros == len(tail.rest) or zeros > tail.last.longest)
 
 
-def _check_rest(tail: Tail) -> str:
-    """Judge the bytes between the last complete frame and the trailing tags; a note for OK."""
+def _check_rest(tail: Tail, complete: bool) -> str:
+    """Judge the bytes between the last complete frame and the trailing tags; a note for OK.
+
+    Zeros there are padding when ``complete`` (the stream is exactly as many bytes as its
+    Xing/Info or VBRI header declares) or when fewer than one frame could hold; more
+    zeros after a stream of unknown length may stand where frames were.
+    """
     rest = tail.rest
     if not rest:
         return ""
     if _is_tag_start(rest):
         return "; an appended or cut tag follows it"
     zeros = zero_run_at_end(rest)
+    if zeros == len(rest) and (complete or zeros <= tail.last.longest):
+        return f"; {zeros:,} zero bytes of padding follow it"
     if zeros > tail.last.longest:
         raise Damage("zero_filled", f"the last {zeros:,} bytes of the audio are zero bytes "
                                     f"(from byte {tail.frame_end + len(rest) - zeros:,})")
-    if zeros == len(rest):
-        return f"; {zeros} zero bytes of padding follow it"
     if len(rest) < HEADER and rest[0] == 0xFF:
         raise Damage("truncated", f"the file ends inside a frame header ({len(rest)} of 4 bytes present)")
     if len(rest) > STRAY_BYTES:
