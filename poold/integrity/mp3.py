@@ -20,11 +20,8 @@ import functools
 import struct
 from dataclasses import dataclass, replace
 
-import mutagen
-import mutagen.id3
-
-from .base import MAX_READ, UNCHECKED, WINDOW, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
-from .tags import id3v2_size, leading_tags_end, trailing_tags_start
+from .base import UNCHECKED, WINDOW, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .tags import id3v2_size, id3v2_text, leading_tags_end, trailing_tags_start
 
 FORMAT = "mp3"
 EXTENSIONS = frozenset({".mp3", ".mp2", ".mpa"})
@@ -487,12 +484,9 @@ def _check_tlen(src: Source, tags_end: int, duration: float) -> None:
 
 
 def _tlen(src: Source, tags_end: int) -> float | None:
-    if not 0 < tags_end <= MAX_READ:
+    if tags_end == 0:
         return None
-    try:
-        tag = mutagen.id3.ID3(src.fileobj())
-    except (mutagen.MutagenError, ValueError, struct.error):
+    text = (id3v2_text(src, b"TLEN") or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) > 0):
         return None
-    frame = tag.get("TLEN")
-    text = str(frame.text[0]).strip() if frame is not None and frame.text else ""
-    return int(text) / 1000 if text.isdigit() and int(text) > 0 else None
+    return int(text) / 1000
