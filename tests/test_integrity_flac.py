@@ -299,6 +299,21 @@ def test_damaged_first_frame_header(copy_of):
     assert (result.status, result.reason) == (CORRUPT, "bad_structure"), result
 
 
+def test_a_million_metadata_blocks_are_beyond_the_check(files, tmp_path):
+    """Empty PADDING blocks one after another: a hostile file, unchecked, never walked for seconds."""
+    data = open(files["stereo44k_1s"], "rb").read()
+    streaminfo = bytearray(data[4:42])
+    was_last = streaminfo[0] & 0x80
+    streaminfo[0] &= 0x7F
+    padding = b"\x01\x00\x00\x00" * 1_000_000
+    if was_last:
+        padding = padding[:-4] + b"\x81\x00\x00\x00"
+    path = tmp_path / "blocks.flac"
+    path.write_bytes(b"fLaC" + bytes(streaminfo) + padding + data[42:])
+    result = verdict(path)
+    assert (result.status, result.reason) == ("unchecked", "check_limit"), result
+
+
 # --- garbage and absurd headers ----------------------------------------------------------------
 
 STREAMINFO_HEADER = bytes([0x00, 0, 0, 34])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+import time
 from fractions import Fraction
 
 import av
@@ -471,6 +472,61 @@ def test_overlong_box_inside_moov(copy_of):
     path = copy_of("mp4_faststart")
     patch_table(path, b"trak", -8, struct.pack(">I", 0x7FFFFFFF))  # its size field
     assert_corrupt(path, "bad_structure")
+
+
+def _with_user_data(path: str, udta_body: bytes) -> None:
+    """Append a 'udta' box to a trailing 'moov' (nothing after it moves)."""
+    data = open(path, "rb").read()
+    at = box_offset(path, b"moov")
+    assert at + struct.unpack_from(">I", data, at)[0] == len(data)
+    udta = struct.pack(">I4s", 8 + len(udta_body), b"udta") + udta_body
+    moov = struct.pack(">I4s", len(data) - at + len(udta), b"moov") + data[at + 8:] + udta
+    with open(path, "wb") as f:
+        f.write(data[:at] + moov)
+
+
+def _box(btype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), btype) + body
+
+
+def _best_time(path: str, runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        began = time.perf_counter()
+        verdict = check_file(path)
+        best = min(best, time.perf_counter() - began)
+    assert verdict.status == "ok", verdict
+    return best
+
+
+def test_metadata_bomb_is_judged_in_bounded_time(copy_of):
+    """775,000 iTunes metadata items (walking them all took 31 s and 160 MB): the checks
+    on metadata read only the first MAX_METADATA_ITEMS. Measured against the same file
+    with metadata of the same size in one item (a long comment), which costs the same reads."""
+    hdlr = _box(b"hdlr", bytes(8) + b"mdirappl" + bytes(9))
+    items = _box(b"\xa9cmt", _box(b"data", b"\x00\x00\x00\x01\x00\x00\x00\x00x")) * 775_000
+    one_item = _box(b"\xa9cmt", _box(b"data", b"\x00\x00\x00\x01\x00\x00\x00\x00" + b"x" * (len(items) - 24)))
+    assert len(one_item) == len(items)
+    paths = {}
+    for name, ilst in (("bomb", items), ("one", one_item)):
+        paths[name] = copy_of("m4a_30s")
+        os.rename(paths[name], paths[name] + f".{name}.m4a")
+        paths[name] += f".{name}.m4a"
+        _with_user_data(paths[name], _box(b"meta", bytes(4) + hdlr + _box(b"ilst", ilst)))
+    ratio = _best_time(paths["bomb"]) / _best_time(paths["one"])
+    assert ratio < 20, f"the metadata bomb took {ratio:.0f} times the same file with one big item"
+
+
+def test_container_with_too_many_boxes_is_beyond_the_check(copy_of):
+    path = copy_of("m4a")
+    data = open(path, "rb").read()
+    at = box_offset(path, b"moov")
+    frees = _box(b"free", b"") * (mp4.MAX_CHILD_BOXES + 1)
+    moov = struct.pack(">I4s", len(data) - at + len(frees), b"moov") + data[at + 8:] + frees
+    with open(path, "wb") as f:
+        f.write(data[:at] + moov)
+    verdict = check_file(path)
+    assert (verdict.status, verdict.reason) == ("unchecked", "check_limit"), verdict
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -174,3 +174,27 @@ def test_audio_behind_a_tag_bomb_is_still_checked(bomb, tmp_path):
     cut.write_bytes(data[:len(data) - 300])
     verdict = check_file(cut)
     assert (verdict.status, verdict.reason) == ("corrupt", "truncated"), verdict
+
+
+# --- stacks of tags -----------------------------------------------------------------------------
+
+EMPTY_ID3V2 = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+ID3V1 = b"TAG" + bytes(125)
+
+
+@pytest.mark.parametrize("head, tail", [(EMPTY_ID3V2 * 3, b""), (b"", ID3V1 * 2)], ids=["id3v2_x3", "id3v1_x2"])
+def test_a_few_repeated_tags_are_skipped(tmp_path, audio, head, tail):
+    path = tmp_path / "repeated.mp3"
+    path.write_bytes(head + audio + tail)
+    assert check_file(path).status == "ok"
+
+
+@pytest.mark.parametrize("head, tail", [(EMPTY_ID3V2 * 1_000_000, b""), (b"", ID3V1 * 100_000)],
+                         ids=["id3v2_x1000000", "id3v1_x100000"])
+def test_thousands_of_stacked_tags_are_beyond_the_check(tmp_path, audio, head, tail):
+    """Walking them took seconds per file; beyond MAX_TAG_BLOCKS the file is unchecked,
+    never corrupt."""
+    path = tmp_path / "stacked.mp3"
+    path.write_bytes(head + audio + tail)
+    verdict = check_file(path)
+    assert (verdict.status, verdict.reason) == ("unchecked", "check_limit"), verdict

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from . import tags
-from .base import Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .crc import crc8, crc16
 
 FORMAT = "flac"
@@ -24,7 +24,10 @@ MARKER = b"fLaC"
 BLOCK_HEADER = 4
 STREAMINFO = 0
 STREAMINFO_SIZE = 34
-FORBIDDEN_BLOCK_TYPE = 127  # section 8.1: would be confused with a frame sync code
+FORBIDDEN_BLOCK_TYPE = 127
+# A real file has a handful of metadata blocks (STREAMINFO, SEEKTABLE, VORBIS_COMMENT,
+# PICTURE, PADDING); a million empty ones is a hostile file, judged `unchecked`.
+MAX_METADATA_BLOCKS = 1024  # section 8.1: would be confused with a frame sync code
 MAX_FRAME_HEADER = 16  # 2 sync + 2 codes + 7 coded number + 2 block size + 2 rate + 1 CRC
 # How many candidate headers (valid CRC-8) near the end are tried before concluding
 # that no frame closes the stream. A false sync inside the last frame that also passes
@@ -124,6 +127,8 @@ def read_metadata(src: Source, offset: int) -> tuple[StreamInfo, int]:
     info = None
     index = 0
     while True:
+        if index == MAX_METADATA_BLOCKS:
+            raise BeyondLimits(f"more than {MAX_METADATA_BLOCKS:,} metadata blocks")
         header = src.read(offset, BLOCK_HEADER)
         if len(header) < BLOCK_HEADER:
             raise Damage("truncated", f"the file ends inside the metadata, at block {index + 1}'s header")

@@ -33,6 +33,12 @@ EXTENSIONS = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".m4b"})
 MOOV_LIMIT = 64 * 1024 * 1024
 # Fragmented files have a moof+mdat pair per fragment; this bounds the walk.
 MAX_TOP_BOXES = 200_000
+# A container inside 'moov' or 'moof' holds a handful of boxes (tracks, tables, sample
+# entries); more than this is a hostile file, judged `unchecked` rather than walked.
+MAX_CHILD_BOXES = 10_000
+# Metadata boxes ('ilst' and its items) are read only this far: the checks on them look
+# for zero-filled cover art, and a metadata bomb of a million items is not damage.
+MAX_METADATA_ITEMS = 1_000
 # Boxes QuickTime allows as the first box of a file written before 'ftyp' existed (QTFF "Atoms").
 LEGACY_FIRST_BOXES = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
 # The boxes that may stand at the top level of a file: ISOBMFF's (4.2 and the box tables
@@ -362,14 +368,19 @@ def _read_body(src: Source, box: Box) -> bytes:
     return b"".join(parts)
 
 
-def _children(buf: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
-    """(type, body start, end) of the boxes filling ``buf[start:end]``.
+def _children(buf: bytes, start: int, end: int, limit: int | None = None) -> list[tuple[bytes, int, int]]:
+    """(type, body start, end) of the boxes filling ``buf[start:end]``; the first ``limit``
+    of them when given, else BeyondLimits past MAX_CHILD_BOXES.
 
     QTFF allows a user data list to end with a 32-bit zero, so fewer than 8 bytes left
     over are ignored; zeros where a longer box header should be are reported.
     """
     found, pos = [], start
     while end - pos >= 8:
+        if len(found) == (limit or MAX_CHILD_BOXES):
+            if limit:
+                break
+            raise BeyondLimits(f"more than {MAX_CHILD_BOXES:,} boxes in one container")
         size, btype = struct.unpack_from(">I4s", buf, pos)
         if is_zero(buf[pos:pos + 8]):
             if is_zero(buf[pos:end]) and end - pos <= 8:  # QTFF terminator
@@ -469,7 +480,7 @@ def _metadata_children(buf: bytes, start: int, end: int, base: int, file_size: i
     not fit is only evidence when zeros run from it to the end of 'moov'; otherwise its
     siblings are left unread."""
     try:
-        return _children(buf, start, end)
+        return _children(buf, start, end, limit=MAX_METADATA_ITEMS)
     except _Malformed as problem:
         _zero_to_end_of_moov(buf, problem.offset, base, file_size)
         return []

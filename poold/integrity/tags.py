@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import struct
 
-from .base import WINDOW, Damage, Source
+from .base import WINDOW, BeyondLimits, Damage, Source
 
 ID3V2_HEADER = 10
+# Tag blocks one after another at either end: a tagger may repeat one or stack a few
+# kinds (ID3v1 + APEv2 + Lyrics3); thousands of them are a hostile file, judged
+# `unchecked` rather than walked for seconds.
+MAX_TAG_BLOCKS = 64
 # Frames walked looking for one: a real tag has a few dozen (DJ software adds a few
 # dozen more GEOB/PRIV/TXXX frames). A "tag bomb" of hundreds of
 # thousands of frames is not damage; the frame wanted is then simply not looked for.
@@ -151,28 +155,32 @@ def _text(content: bytes) -> str | None:
 def leading_tags_end(src: Source) -> int:
     """Offset just past the ID3v2 tag(s) at the start of the file (0 if none).
 
-    Some writers repeat the tag, so consecutive tags are skipped. A tag that claims to
-    run past the end of the file is damage: the file was cut inside its tags.
+    Some writers repeat the tag, so consecutive tags are skipped, up to MAX_TAG_BLOCKS.
+    A tag that claims to run past the end of the file is damage: the file was cut inside
+    its tags.
     """
     offset = 0
-    while True:
+    for _ in range(MAX_TAG_BLOCKS):
         size = id3v2_size(src.read(offset, ID3V2_HEADER))
         if size is None:
             return offset
         if offset + size > src.size:
             raise Damage("truncated", f"the ID3v2 tag at byte {offset} claims {size} bytes but the file ends first")
         offset += size
+    raise BeyondLimits(f"more than {MAX_TAG_BLOCKS} ID3v2 tags one after another at the start")
 
 
 def trailing_tags_start(src: Source, stream_start: int = 0) -> int:
     """Offset where the trailing tag blocks begin (the file size if there are none)."""
     end = src.size
-    while end > stream_start:
+    for _ in range(MAX_TAG_BLOCKS):
+        if end <= stream_start:
+            return end
         block = _trailing_block(src, end, stream_start)
         if block is None:
             return end
         end -= block
-    return end
+    raise BeyondLimits(f"more than {MAX_TAG_BLOCKS} tag blocks one after another at the end")
 
 
 def _trailing_block(src: Source, end: int, stream_start: int) -> int | None:
