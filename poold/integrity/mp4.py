@@ -23,7 +23,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
-from .base import MAX_READ, BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import WINDOW, BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .tags import trailing_tags_start
 
 FORMAT = "mp4"
@@ -315,7 +315,7 @@ def _zero_to_end(src: Source, start: int) -> bool:
     past that judged from the first PADDING_READ bytes and the last window."""
     pos = start
     while pos < min(src.size, start + PADDING_READ):
-        piece = src.read(pos, min(MAX_READ, start + PADDING_READ - pos))
+        piece = src.read(pos, min(WINDOW, start + PADDING_READ - pos))
         if not is_zero(piece):
             return False
         pos += len(piece)
