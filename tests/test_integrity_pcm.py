@@ -359,6 +359,15 @@ def test_data_ending_inside_a_frame_is_truncated(copy_of, name, extra):
     assert_corrupt(path, "truncated")
 
 
+def test_sound_chunk_far_beyond_the_file_is_truncated_whatever_comm_says(copy_of):
+    """One whole frame short of COMM's count, but SSND claims 2 GB: the chunk size too must
+    be within the few frames."""
+    path = copy_of("aiff")
+    os.truncate(path, os.path.getsize(path) - 4)
+    patch(path, chunk_offset(path, b"SSND") + 4, struct.pack(">I", 0x7FFFFFF0))
+    assert_corrupt(path, "truncated")
+
+
 @pytest.mark.parametrize("name", ["wav_ima_adpcm", "wav_id3_chunk", "aiff_id3_chunk"])
 def test_few_bytes_short_without_the_rule_is_truncated(copy_of, name):
     """Compressed data has no frames to count, and a chunk after the data that the file

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .base import BeyondLimits, Damage, Source, Verdict, ok
 from .riff import (CHUNK_HEADER, FORM_HEADER, MAX_CHUNKS, Chunk, bad_chunk_header, cut_chunk,
-                   form_type_matches, judge_form_end, percent, read_chunk, short_by_a_few_frames, short_note)
+                   form_type_matches, frames_in, judge_form_end, percent, read_chunk, short_by_a_few_frames,
+                   short_note)
 
 FORMAT = "aiff"
 EXTENSIONS = frozenset({".aif", ".aiff", ".aifc"})
@@ -152,7 +153,8 @@ def _short_sound(src: Source, aiff: Aiff, chunk: Chunk) -> Chunk:
     common = aiff.common
     if chunk.id == b"SSND" and common is not None and common.uncompressed and common.frame_bytes:
         present = src.size - _sound_start(src, chunk)
-        missing_frames = common.frames - max(0, present) // common.frame_bytes
+        missing_frames = max(common.frames - max(0, present) // common.frame_bytes,
+                             frames_in(chunk.end - src.size, common.frame_bytes))
         if present >= 0 and present % common.frame_bytes == 0 and short_by_a_few_frames(missing_frames, common.rate):
             aiff.missing = chunk.end - src.size
             return Chunk(chunk.id, chunk.offset, src.size - chunk.body)

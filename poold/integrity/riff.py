@@ -150,6 +150,11 @@ def short_by_a_few_frames(missing_frames: int, rate: float | None) -> bool:
     return bool(rate) and 0 < missing_frames <= rate * SHORT_DATA_SECONDS
 
 
+def frames_in(size: int, frame_bytes: int) -> int:
+    """How many sample frames ``size`` bytes touch (a partial frame counts)."""
+    return -(-size // frame_bytes)
+
+
 def short_note(missing_frames: int, rate: float) -> str:
     return (f"; {missing_frames:,} sample frame(s) ({1000 * missing_frames / rate:.1f} ms) fewer than "
             "its header declares, a writer's miscount, not a cut")
@@ -199,6 +204,7 @@ class Wave:
     walked_to: int = FORM_HEADER
     stopped_early: bool = False  # an invalid chunk header after the data ended the walk
     missing: int = 0  # bytes of data the data chunk declares beyond the end of the file (a few frames)
+    short_frames: int = 0  # those bytes in sample frames
 
 
 def check(src: Source) -> Verdict:
@@ -210,7 +216,7 @@ def check(src: Source) -> Verdict:
     _require_audio(src, wave)
     frames = _judge_data(wave)
     judge_form_end(src, wave, "RIFF form", big_endian=False)
-    note = short_note(wave.missing // wave.fmt.block_align, wave.fmt.rate) if wave.missing else ""
+    note = short_note(wave.short_frames, wave.fmt.rate) if wave.short_frames else ""
     return ok(FORMAT, _describe(wave, frames) + note, _duration(wave, frames))
 
 
@@ -262,9 +268,9 @@ def _short_data(src: Source, wave: Wave, chunk: Chunk) -> Chunk:
     fmt = wave.fmt
     present = src.size - chunk.body
     if chunk.id == b"data" and fmt is not None and fmt.framed and present % fmt.block_align == 0:
-        missing_frames = -(-(chunk.end - src.size) // fmt.block_align)
+        missing_frames = frames_in(chunk.end - src.size, fmt.block_align)
         if short_by_a_few_frames(missing_frames, fmt.rate):
-            wave.missing = chunk.end - src.size
+            wave.missing, wave.short_frames = chunk.end - src.size, missing_frames
             return Chunk(chunk.id, chunk.offset, present)
     raise cut_chunk(src, chunk, "the audio data" if chunk.id == b"data" else "a chunk")
 
