@@ -339,8 +339,8 @@ def _diagnose_unfinished_end(data: bytes, window_start: int, info: StreamInfo, t
         return Damage("crc_mismatch", f"the {where} fails its CRC-16: it is damaged")
     rest, frame_end = data[pos + length:], last.offset + length
     if final or (not total and not _starts_a_header(rest)):
-        return Damage("trailing_data", f"{len(rest):,} bytes of data that is not FLAC follow the final frame "
-                                       f"(from byte {frame_end:,})")
+        return Damage("trailing_data", f"{len(rest):,} bytes of data that is not FLAC follow the "
+                                       f"{'final' if final else 'last'} frame (from byte {frame_end:,})")
     return Damage("truncated", f"the file was cut after the complete {where}")
 
 
