@@ -419,3 +419,18 @@ def test_crcs_match_a_bitwise_reference(length):
     for byte in data:
         running = crc16_step(running, byte)
     assert running == crc16(data)
+
+
+# --- where a frame ends ----------------------------------------------------------------------
+
+def test_frame_length_of_fabricated_frames():
+    info = flac.parse_streaminfo(_streaminfo(max_block=192, rate=8000, channels=1, bits=16, total=192))
+    whole = _frame(b"\x00")
+    frame = flac.parse_frame_header(whole)
+    assert flac.frame_length(whole, 0, frame, info) == len(whole)
+    reserved = bytearray(whole)
+    reserved[frame.header_size] = 0b0_000010_0  # subframe type 000010 is reserved (RFC 9639 9.2.1)
+    with pytest.raises(flac.FrameInvalid):
+        flac.frame_length(bytes(reserved), 0, frame, info)
+    with pytest.raises(flac.FrameCut):
+        flac.frame_length(whole[:-1], 0, frame, info)
