@@ -165,20 +165,115 @@ def test_zero_filled_tail_is_caught(copy_of, name, fraction):
     assert (result.status, result.reason) == (CORRUPT, "zero_filled"), result
 
 
-def test_zeros_appended_after_the_last_frame(copy_of):
+def test_zeros_appended_after_the_final_frame_are_padding(copy_of):
+    """The final frame is whole (its samples reach STREAMINFO's total, its subframes end
+    where its CRC-16 closes): zeros after it are padding, not damage."""
     path = copy_of("stereo44k_1s")
     with open(path, "ab") as handle:
         handle.write(bytes(4096))
     result = verdict(path)
+    assert result.status == OK, result
+    assert "4,096 zero bytes of padding" in result.detail
+
+
+def test_zeros_after_a_complete_frame_that_is_not_the_final_one(copy_of):
+    """A zero fill that starts exactly at a frame boundary leaves whole frames before it,
+    but not the final one: the stream is missing frames."""
+    path = copy_of("mono48k_30s")
+    boundary = frame_boundary(path, 0.9)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.seek(boundary)
+        handle.write(bytes(size - boundary))
+    result = verdict(path)
     assert (result.status, result.reason) == (CORRUPT, "zero_filled"), result
 
 
-def test_junk_after_the_final_frame_is_trailing_data(copy_of):
+def test_zeros_after_the_last_frame_without_a_total_are_zero_filled(copy_of):
+    """With STREAMINFO's total unknown (0), nothing proves the last frame is the final one."""
+    path = copy_of("stereo44k_1s")
+    with open(path, "r+b") as handle:
+        data = bytearray(handle.read())
+        at = data.index(b"fLaC") + 4 + 4 + 13  # STREAMINFO's 36-bit total: low 4 bits of byte 13, bytes 14-17
+        data[at] &= 0xF0
+        data[at + 1:at + 5] = bytes(4)
+        handle.seek(0)
+        handle.write(data + bytes(4096))
+    result = verdict(path)
+    assert (result.status, result.reason) == (CORRUPT, "zero_filled"), result
+
+
+@pytest.mark.parametrize("junk", [700, 3, 20_000])
+def test_junk_after_the_final_frame_is_trailing_data(copy_of, junk):
     path = copy_of("mono48k_30s")
+    size = os.path.getsize(path)
     with open(path, "ab") as handle:
-        handle.write(random.Random(2).randbytes(700))
+        handle.write(random.Random(2).randbytes(junk))
     result = verdict(path)
     assert (result.status, result.reason) == (CORRUPT, "trailing_data"), result
+    assert f"{junk:,} bytes" in result.detail and f"from byte {size:,}" in result.detail
+
+
+def _final_frame(path) -> tuple[int, int]:
+    """(offset, length) of the final frame of an intact file, found by walking every frame."""
+    data = open(path, "rb").read()
+    pos = audio_start(path)
+    info = flac.parse_streaminfo(data[data.index(b"fLaC") + 8:][:flac.STREAMINFO_SIZE])
+    while True:
+        frame = flac.parse_frame_header(data[pos:pos + flac.MAX_FRAME_HEADER], pos)
+        length = flac.frame_length(data, pos, frame, info)
+        if pos + length == len(data):
+            return pos, length
+        pos += length
+
+
+@pytest.fixture(scope="module")
+def chance_close(tmp_path_factory):
+    """A file whose final frame's running CRC-16 passes through zero before the frame
+    ends (a 1 in 65,536 chance per byte): a cut after that point looks, by the CRC
+    alone, like a complete frame followed by junk. Returns (path, where it closes)."""
+    folder = tmp_path_factory.mktemp("chance")
+    for seed in (4, 15, 22, 27, *range(30, 60)):
+        path = media.make(folder / f"seed{seed}.flac", "flac", seconds=1, seed=seed)
+        offset, length = _final_frame(path)
+        data = open(path, "rb").read()[offset:offset + length - 2]
+        running = 0
+        for index, byte in enumerate(data):
+            running = crc16_step(running, byte)
+            if running == 0 and index >= flac.MAX_FRAME_HEADER:
+                return path, offset + index + 1
+    pytest.skip("no encoded file has a chance CRC-16 close in its final frame (the encoder changed)")
+
+
+def test_final_frame_cut_after_a_chance_crc_close_is_truncated(chance_close, tmp_path):
+    path, closes_at = chance_close
+    data = open(path, "rb").read()
+    for short in [10, 11, 250, 999, 2000, len(data) - closes_at - 1]:
+        if len(data) - short <= closes_at:
+            continue
+        cut = tmp_path / "cut.flac"
+        cut.write_bytes(data[:len(data) - short])
+        result = verdict(cut)
+        assert (result.status, result.reason) == (CORRUPT, "truncated"), (short, result)
+
+
+@pytest.mark.parametrize("name", ["mono48k_30s", "stereo44k_1s", "mono48k_1s"])
+def test_frame_length_walks_every_frame(files, name):
+    """Following the subframes from each header lands exactly on the next header, and the
+    CRC-16 closes there: the walk the end-of-stream diagnosis relies on."""
+    path = files[name]
+    data = open(path, "rb").read()
+    info = flac.parse_streaminfo(data[data.index(b"fLaC") + 8:][:flac.STREAMINFO_SIZE])
+    pos, frames = audio_start(path), 0
+    while pos < len(data):
+        frame = flac.parse_frame_header(data[pos:pos + flac.MAX_FRAME_HEADER], pos)
+        assert frame is not None, pos
+        length = flac.frame_length(data, pos, frame, info)
+        assert crc16(data[pos:pos + length]) == 0
+        pos, frames = pos + length, frames + 1
+    assert pos == len(data) and frames > 5
+    with pytest.raises(flac.FrameCut):
+        flac.frame_length(data[:-1], frame.offset, frame, info)
 
 
 def test_damaged_final_frame_fails_its_crc16(copy_of):
@@ -202,6 +297,21 @@ def test_damaged_first_frame_header(copy_of):
         handle.write(bytes([byte[0] ^ 0x01]))
     result = verdict(path)
     assert (result.status, result.reason) == (CORRUPT, "bad_structure"), result
+
+
+def test_a_million_metadata_blocks_are_beyond_the_check(files, tmp_path):
+    """Empty PADDING blocks one after another: a hostile file, unchecked, never walked for seconds."""
+    data = open(files["stereo44k_1s"], "rb").read()
+    streaminfo = bytearray(data[4:42])
+    was_last = streaminfo[0] & 0x80
+    streaminfo[0] &= 0x7F
+    padding = b"\x01\x00\x00\x00" * 1_000_000
+    if was_last:
+        padding = padding[:-4] + b"\x81\x00\x00\x00"
+    path = tmp_path / "blocks.flac"
+    path.write_bytes(b"fLaC" + bytes(streaminfo) + padding + data[42:])
+    result = verdict(path)
+    assert (result.status, result.reason) == ("unchecked", "check_limit"), result
 
 
 # --- garbage and absurd headers ----------------------------------------------------------------
@@ -309,3 +419,18 @@ def test_crcs_match_a_bitwise_reference(length):
     for byte in data:
         running = crc16_step(running, byte)
     assert running == crc16(data)
+
+
+# --- where a frame ends ----------------------------------------------------------------------
+
+def test_frame_length_of_fabricated_frames():
+    info = flac.parse_streaminfo(_streaminfo(max_block=192, rate=8000, channels=1, bits=16, total=192))
+    whole = _frame(b"\x00")
+    frame = flac.parse_frame_header(whole)
+    assert flac.frame_length(whole, 0, frame, info) == len(whole)
+    reserved = bytearray(whole)
+    reserved[frame.header_size] = 0b0_000010_0  # subframe type 000010 is reserved (RFC 9639 9.2.1)
+    with pytest.raises(flac.FrameInvalid):
+        flac.frame_length(bytes(reserved), 0, frame, info)
+    with pytest.raises(flac.FrameCut):
+        flac.frame_length(whole[:-1], 0, frame, info)

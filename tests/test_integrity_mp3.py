@@ -216,6 +216,25 @@ def test_bytes_after_the_last_frame(copy_of, suffix, expected):
     assert (verdict.status, verdict.reason) == expected, verdict
 
 
+@pytest.mark.parametrize("name", ["mp3", "mp3_vbr", "48k", "22k_mpeg2"])
+@pytest.mark.parametrize("zeros", [3000, 20_000])
+def test_zeros_after_a_stream_as_long_as_its_info_header_are_padding(copy_of, name, zeros):
+    """The Xing/Info header's byte count is met exactly: the stream is whole, zeros after it pad."""
+    path = copy_of(name)
+    verdict = check_file(_write(path, _bytes(path) + bytes(zeros)))
+    assert verdict.status == "ok", verdict
+    assert f"{zeros:,} zero bytes of padding" in verdict.detail
+
+
+def test_zeros_after_a_complete_frame_short_of_the_info_header_are_zero_filled(copy_of):
+    """Zeros from a frame boundary before the declared end: frames are missing."""
+    path = copy_of("mp3")
+    data = _bytes(path)
+    at = _frame_ends(data)[-10]
+    verdict = check_file(_write(path, data[:at] + bytes(len(data) - at)))
+    assert (verdict.status, verdict.reason) == ("corrupt", "zero_filled"), verdict
+
+
 def test_zero_tail_leaving_few_frames_in_the_window(copy_of):
     """Zeros fill all but the first few hundred bytes of the tail window."""
     path = copy_of("30s")

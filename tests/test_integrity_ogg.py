@@ -169,17 +169,43 @@ def test_zero_filled_tail_is_caught(copy_of, name, fraction):
     assert (result.status, result.reason) == (CORRUPT, "zero_filled"), result
 
 
-@pytest.mark.parametrize("extra, reason", [
-    (bytes(10), "zero_filled"),
-    (bytes(5000), "zero_filled"),
-    (random.Random(5).randbytes(900), "trailing_data"),
-], ids=["10_zeros", "5000_zeros", "junk"])
-def test_bytes_after_the_last_page(copy_of, extra, reason):
+def test_junk_after_the_last_page_is_trailing_data(copy_of):
     path = copy_of("opus_30s")
     with open(path, "ab") as handle:
-        handle.write(extra)
+        handle.write(random.Random(5).randbytes(900))
     result = verdict(path)
-    assert (result.status, result.reason) == (CORRUPT, reason), result
+    assert (result.status, result.reason) == (CORRUPT, "trailing_data"), result
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("zeros", [10, 96, 5000, 200_000])
+def test_zeros_after_the_end_of_stream_page_are_padding(copy_of, name, zeros):
+    """The end-of-stream flag is set on the stream's last page only: the stream is whole."""
+    path = copy_of(name)
+    with open(path, "ab") as handle:
+        handle.write(bytes(zeros))
+    result = verdict(path)
+    assert result.status == OK, result
+    assert f"{zeros:,} zero bytes of padding" in result.detail
+
+
+@pytest.mark.parametrize("zeros", [10, 5000])
+def test_zeros_after_a_page_without_end_of_stream_are_zero_filled(copy_of, zeros):
+    """A complete page that does not end the stream, then zeros: the pages after it are missing."""
+    path = copy_of("vorbis_30s")
+    os.truncate(path, pages(path)[-2][1])
+    with open(path, "ab") as handle:
+        handle.write(bytes(zeros))
+    result = verdict(path)
+    assert (result.status, result.reason) == (CORRUPT, "zero_filled"), result
+
+
+def test_zeros_beyond_the_padding_limit_are_zero_filled(copy_of):
+    path = copy_of("vorbis_1s")
+    with open(path, "ab") as handle:
+        handle.write(bytes(ogg.PADDING_LIMIT + 1))
+    result = verdict(path)
+    assert (result.status, result.reason) == (CORRUPT, "zero_filled"), result
 
 
 def test_id3v1_after_the_last_page_is_tolerated(copy_of):

@@ -310,10 +310,70 @@ def test_complete_form_without_ssnd_chunk(files, tmp_path):
     assert_corrupt(path, "bad_structure")
 
 
-def test_ssnd_shorter_than_comm_declares(files, tmp_path):
+@pytest.mark.parametrize("frames, status", [(100, "ok"), (441, "ok"), (442, "corrupt"), (10_000, "corrupt")])
+def test_ssnd_shorter_than_comm_declares(files, tmp_path, frames, status):
+    """Every chunk whole, but COMM counts more frames than SSND holds: a writer's
+    miscount within 10 ms (441 frames at 44.1 kHz) plays completely; more is a cut."""
     chunks = chunks_of(files["aiff"], big_endian=True)
-    chunks = [(cid, data[:-400] if cid == b"SSND" else data) for cid, data in chunks]
+    chunks = [(cid, data[:-4 * frames] if cid == b"SSND" else data) for cid, data in chunks]
     path = write(str(tmp_path / "short.aiff"), form(b"FORM", b"AIFF", chunks, big_endian=True))
+    verdict = check_file(path)
+    assert verdict.status == status, verdict
+    if status == "ok":
+        assert f"{frames:,} sample frame(s)" in verdict.detail
+    else:
+        assert verdict.reason == "truncated"
+
+
+FRAME_BYTES = {"wav": 4, "wav_48k": 4, "wav_mono": 2, "wav_rf64": 4, "wav_s24_extensible": 6, "wav_float": 8,
+               "aiff": 4, "aiff_48k": 4, "aiff_mono": 2, "aiff_s24": 3, "aifc_float": 8}
+RATES = {"wav_48k": 48000, "wav_s24_extensible": 48000, "aiff_48k": 48000, "aifc_float": 48000}
+
+
+@pytest.mark.parametrize("name", list(FRAME_BYTES))
+@pytest.mark.parametrize("share", [0.0, 1.0], ids=["one_frame", "10ms"])
+def test_data_a_few_whole_frames_short_plays_completely(copy_of, name, share):
+    """The file ends on a whole sample frame up to 10 ms before the count its header
+    declares (the data/SSND chunk size, the RIFF/FORM size): ok, with a note."""
+    path = copy_of(name)
+    frames = max(1, int(share * RATES.get(name, 44100) // 100))
+    os.truncate(path, os.path.getsize(path) - frames * FRAME_BYTES[name])
+    verdict = assert_ok(path)
+    assert f"{frames:,} sample frame(s)" in verdict.detail
+
+
+@pytest.mark.parametrize("name", list(FRAME_BYTES))
+def test_data_more_than_10ms_short_is_truncated(copy_of, name):
+    path = copy_of(name)
+    frames = RATES.get(name, 44100) // 100 + 1
+    os.truncate(path, os.path.getsize(path) - frames * FRAME_BYTES[name])
+    assert_corrupt(path, "truncated")
+
+
+@pytest.mark.parametrize("name", [name for name, size in FRAME_BYTES.items() if size > 2])
+@pytest.mark.parametrize("extra", [1, 2])
+def test_data_ending_inside_a_frame_is_truncated(copy_of, name, extra):
+    """A cut ends at an arbitrary byte: inside a sample frame is never a writer's count."""
+    path = copy_of(name)
+    os.truncate(path, os.path.getsize(path) - FRAME_BYTES[name] - extra)
+    assert_corrupt(path, "truncated")
+
+
+def test_sound_chunk_far_beyond_the_file_is_truncated_whatever_comm_says(copy_of):
+    """One whole frame short of COMM's count, but SSND claims 2 GB: the chunk size too must
+    be within the few frames."""
+    path = copy_of("aiff")
+    os.truncate(path, os.path.getsize(path) - 4)
+    patch(path, chunk_offset(path, b"SSND") + 4, struct.pack(">I", 0x7FFFFFF0))
+    assert_corrupt(path, "truncated")
+
+
+@pytest.mark.parametrize("name", ["wav_ima_adpcm", "wav_id3_chunk", "aiff_id3_chunk"])
+def test_few_bytes_short_without_the_rule_is_truncated(copy_of, name):
+    """Compressed data has no frames to count, and a chunk after the data that the file
+    lacks is missing whatever it holds."""
+    path = copy_of(name)
+    os.truncate(path, os.path.getsize(path) - 4)
     assert_corrupt(path, "truncated")
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .base import BeyondLimits, Damage, Source, Verdict, ok
 from .riff import (CHUNK_HEADER, FORM_HEADER, MAX_CHUNKS, Chunk, bad_chunk_header, cut_chunk,
-                   form_type_matches, judge_form_end, percent, read_chunk)
+                   form_type_matches, frames_in, judge_form_end, percent, read_chunk, short_by_a_few_frames,
+                   short_note)
 
 FORMAT = "aiff"
 EXTENSIONS = frozenset({".aif", ".aiff", ".aifc"})
@@ -75,6 +76,8 @@ class Aiff:
     sound: Sound | None = None
     walked_to: int = FORM_HEADER
     stopped_early: bool = False
+    missing: int = 0  # bytes of sound the SSND chunk declares beyond the end of the file (a few frames)
+    short_frames: int = 0  # sample frames COMM declares that the sound data lacks (a few)
 
 
 def sniff(head: bytes) -> bool:
@@ -94,7 +97,8 @@ def check(src: Source) -> Verdict:
     judge_form_end(src, aiff, "FORM", big_endian=True)
     rate = aiff.common.rate
     duration = frames / rate if frames and rate and aiff.common.uncompressed else None
-    return ok(FORMAT, f"sound data complete: {frames:,} sample frames", duration)
+    note = short_note(aiff.short_frames, rate) if aiff.short_frames else ""
+    return ok(FORMAT, f"sound data complete: {frames:,} sample frames{note}", duration)
 
 
 def _walk(src: Source, aiff: Aiff) -> None:
@@ -112,7 +116,7 @@ def _walk(src: Source, aiff: Aiff) -> None:
             return
         chunk = _resolve_size(src, aiff, chunk)
         if chunk.end > src.size:
-            raise _cut(src, aiff, chunk)
+            chunk = _short_sound(src, aiff, chunk)
         _take(src, aiff, chunk)
         offset = chunk.next
     raise BeyondLimits(f"more than {MAX_CHUNKS:,} chunks")
@@ -141,6 +145,20 @@ def _take(src: Source, aiff: Aiff, chunk: Chunk) -> None:
         if chunk.size < 8:
             raise Damage("bad_structure", f"the SSND chunk is {chunk.size} bytes, too short for its offset and blockSize")
         aiff.sound = Sound(chunk, _sound_start(src, chunk), streamed=False)
+
+
+def _short_sound(src: Source, aiff: Aiff, chunk: Chunk) -> Chunk:
+    """A chunk that runs past the end of the file: SSND cut to what is there when that is
+    whole sample frames, a few short (riff.SHORT_DATA_SECONDS); otherwise a cut."""
+    common = aiff.common
+    if chunk.id == b"SSND" and common is not None and common.uncompressed and common.frame_bytes:
+        present = src.size - _sound_start(src, chunk)
+        missing_frames = max(common.frames - max(0, present) // common.frame_bytes,
+                             frames_in(chunk.end - src.size, common.frame_bytes))
+        if present >= 0 and present % common.frame_bytes == 0 and short_by_a_few_frames(missing_frames, common.rate):
+            aiff.missing = chunk.end - src.size
+            return Chunk(chunk.id, chunk.offset, src.size - chunk.body)
+    raise _cut(src, aiff, chunk)
 
 
 def _cut(src: Source, aiff: Aiff, chunk: Chunk) -> Damage:
@@ -197,6 +215,8 @@ def _judge_sound(aiff: Aiff) -> int:
             if sound.length % common.frame_bytes:
                 raise Damage("truncated", f"the sound data ends inside a sample frame of {common.frame_bytes} bytes")
         have = sound.length // common.frame_bytes
+        if short_by_a_few_frames(frames - have, common.rate):
+            aiff.short_frames, frames = frames - have, have
         if have < frames:
             raise Damage("truncated", f"the sound data holds {have:,} of the {frames:,} sample frames COMM "
                                       f"declares ({percent(have, frames)})")

@@ -38,7 +38,7 @@ from typing import Any
 from . import check_file
 from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict
 from .crc import BIT_REVERSED, crc16_arc, ogg_page_crc_matches
-from .tags import leading_tags_end, trailing_tags_start
+from .tags import leading_tags_end, skip_leading_tags, trailing_tags_start
 
 
 class DeepUnavailable(RuntimeError):
@@ -377,7 +377,8 @@ def _decode(av, path, fmt: str | None, decode_video: bool) -> _Decoded:
 
 def _open(av, path, fmt: str | None):
     try:
-        return av.open(str(path), format=DEMUXERS.get(fmt), options=DEMUXER_OPTIONS.get(fmt, {}))
+        return av.open(str(path), format=DEMUXERS.get(fmt),
+                       options={**DEMUXER_OPTIONS.get(fmt, {}), **skip_leading_tags(path)})
     except av.error.FFmpegError as exc:
         raise _Undecodable(f"FFmpeg could not open it: {exc}") from exc
 

@@ -10,11 +10,12 @@ reach the total number of samples STREAMINFO declares.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import tags
-from .base import Damage, Source, Verdict, is_zero, ok, zero_run_at_end
-from .crc import crc8, crc16, crc16_step
+from .base import BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .crc import crc8, crc16
 
 FORMAT = "flac"
 EXTENSIONS = frozenset({".flac"})
@@ -23,7 +24,10 @@ MARKER = b"fLaC"
 BLOCK_HEADER = 4
 STREAMINFO = 0
 STREAMINFO_SIZE = 34
-FORBIDDEN_BLOCK_TYPE = 127  # section 8.1: would be confused with a frame sync code
+FORBIDDEN_BLOCK_TYPE = 127
+# A real file has a handful of metadata blocks (STREAMINFO, SEEKTABLE, VORBIS_COMMENT,
+# PICTURE, PADDING); a million empty ones is a hostile file, judged `unchecked`.
+MAX_METADATA_BLOCKS = 1024  # section 8.1: would be confused with a frame sync code
 MAX_FRAME_HEADER = 16  # 2 sync + 2 codes + 7 coded number + 2 block size + 2 rate + 1 CRC
 # How many candidate headers (valid CRC-8) near the end are tried before concluding
 # that no frame closes the stream. A false sync inside the last frame that also passes
@@ -60,6 +64,9 @@ class Frame:
     variable_block_size: bool
     number: int  # frame number (fixed block size) or first sample number (variable)
     block_size: int
+    header_size: int = MAX_FRAME_HEADER  # bytes up to and including the CRC-8
+    channel_code: int = 0  # section 9.1.3: channel count and stereo decorrelation
+    depth_code: int = 0  # section 9.1.4: bits per sample, 0 = STREAMINFO's
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,10 @@ def check(src: Source) -> Verdict:
         raise Damage("truncated", "the file holds only the FLAC metadata blocks, no audio frames")
     timeline = Timeline.from_first(first_frame(src, audio_start, stream_end))
     last = find_last_frame(src, info, timeline, audio_start, stream_end)
-    samples = timeline.start_of(last) + last.block_size
+    samples = timeline.start_of(last.frame) + last.frame.block_size
     _check_sample_count(samples, info)
-    return ok(FORMAT, f"{samples:,} samples, last frame complete", _duration(samples, info))
+    padding = f"; {last.padding:,} zero bytes of padding follow it" if last.padding else ""
+    return ok(FORMAT, f"{samples:,} samples, last frame complete{padding}", _duration(samples, info))
 
 
 # --- metadata (section 8) -------------------------------------------------------------
@@ -119,6 +127,8 @@ def read_metadata(src: Source, offset: int) -> tuple[StreamInfo, int]:
     info = None
     index = 0
     while True:
+        if index == MAX_METADATA_BLOCKS:
+            raise BeyondLimits(f"more than {MAX_METADATA_BLOCKS:,} metadata blocks")
         header = src.read(offset, BLOCK_HEADER)
         if len(header) < BLOCK_HEADER:
             raise Damage("truncated", f"the file ends inside the metadata, at block {index + 1}'s header")
@@ -188,7 +198,7 @@ def parse_frame_header(data: bytes | memoryview, offset: int = 0) -> Frame | Non
     pos += {12: 1, 13: 2, 14: 2}.get(rate_code, 0)  # section 9.1.7: uncommon sample rate
     if block_size is None or pos >= len(data) or crc8(bytes(data[:pos])) != data[pos]:
         return None
-    return Frame(offset, variable, number, block_size)
+    return Frame(offset, variable, number, block_size, pos + 1, channel_code, depth_code)
 
 
 def _coded_number(data, pos: int, max_bytes: int) -> tuple[int, int] | None:
@@ -237,7 +247,13 @@ def first_frame(src: Source, audio_start: int, stream_end: int) -> Frame:
 
 # --- the last frame ---------------------------------------------------------------------
 
-def find_last_frame(src: Source, info: StreamInfo, timeline: Timeline, audio_start: int, stream_end: int) -> Frame:
+@dataclass(frozen=True)
+class LastFrame:
+    frame: Frame
+    padding: int  # zero bytes between the frame's end and the end of the stream
+
+
+def find_last_frame(src: Source, info: StreamInfo, timeline: Timeline, audio_start: int, stream_end: int) -> LastFrame:
     """The frame whose CRC-16 footer (section 9.3) closes exactly at ``stream_end``.
 
     Searched backwards from the end through a window that must hold one whole frame:
@@ -251,13 +267,33 @@ def find_last_frame(src: Source, info: StreamInfo, timeline: Timeline, audio_sta
     tried = 0
     for frame in _headers_backwards(data, window_start):
         if crc16(view[frame.offset - window_start:]) == 0:
-            if zeros >= ZERO_RUN:
-                raise Damage("zero_filled", f"{zeros:,} zero bytes follow the final frame")
-            return frame
+            padding = _zero_padding(data, frame.offset - window_start, frame, info, timeline) if zeros >= ZERO_RUN else 0
+            return LastFrame(frame, padding)
         tried += 1
         if tried == LAST_FRAME_CANDIDATES:
             break
     raise _diagnose_unfinished_end(data, window_start, info, timeline)
+
+
+def _zero_padding(data: bytes, pos: int, frame: Frame, info: StreamInfo, timeline: Timeline) -> int:
+    """How many zero bytes follow the frame at ``data[pos:]``, when they are padding.
+
+    The frame's CRC-16 closes at the end of ``data`` although ``data`` ends in zeros:
+    feeding zeros to a zero CRC register keeps it zero, so the frame ends somewhere in
+    the zero run. Its subframes say exactly where. The zeros are padding after a
+    complete stream only when this is the final frame (its samples reach STREAMINFO's
+    total) and its CRC-16 closes where its subframes end; otherwise frames are missing
+    and zeros stand in their place.
+    """
+    total = info.total_samples
+    if total and timeline.start_of(frame) + frame.block_size == total:
+        try:
+            length = frame_length(data, pos, frame, info)
+        except (FrameCut, FrameInvalid):
+            length = None
+        if length is not None and crc16(data[pos:pos + length]) == 0 and is_zero(data[pos + length:]):
+            return len(data) - pos - length
+    raise Damage("zero_filled", f"{zero_run_at_end(data):,} zero bytes follow the final frame")
 
 
 def _tail_window(info: StreamInfo) -> int:
@@ -276,7 +312,13 @@ def _headers_backwards(data: bytes, window_start: int):
 
 
 def _diagnose_unfinished_end(data: bytes, window_start: int, info: StreamInfo, timeline: Timeline) -> Damage:
-    """Why no frame ends at the end of the stream: zeros, junk after the final frame, or a cut."""
+    """Why no frame ends at the end of the stream: zeros, a cut, a damaged frame or junk.
+
+    The last frame header is followed through its subframes (section 9.2) to where the
+    frame really ends: if the file ends first, the file was cut inside it; if its
+    CRC-16 fails there, it is damaged; if it is whole, what follows it is either the
+    next frames, cut, or data that is not FLAC after the final frame.
+    """
     zeros = zero_run_at_end(data)
     if zeros >= ZERO_RUN:
         at_least = "at least " if zeros == len(data) else ""
@@ -285,39 +327,167 @@ def _diagnose_unfinished_end(data: bytes, window_start: int, info: StreamInfo, t
     if last is None:
         return Damage("truncated", "no complete frame at the end of the stream: the file was cut short")
     total = info.total_samples
-    if total and timeline.start_of(last) + last.block_size == total:
-        return _diagnose_final_frame(data, last.offset - window_start, info)
-    start = timeline.start_of(last)
-    where = f"sample {start:,} of the {total:,} STREAMINFO declares ({start / total:.0%})" if total \
-        else f"byte {last.offset:,}"
-    return Damage("truncated", f"the file was cut inside the frame at {where}")
+    final = timeline.start_of(last) + last.block_size == total
+    pos, where = last.offset - window_start, f"{'final ' if final else ''}frame at {_where(last, info, timeline)}"
+    try:
+        length = frame_length(data, pos, last, info)
+    except FrameCut:
+        return Damage("truncated", f"the file was cut inside the {where}")
+    except FrameInvalid as problem:
+        return Damage("crc_mismatch", f"the {where} is damaged: {problem}")
+    if crc16(data[pos:pos + length]) != 0:
+        return Damage("crc_mismatch", f"the {where} fails its CRC-16: it is damaged")
+    rest, frame_end = data[pos + length:], last.offset + length
+    if final or (not total and not _starts_a_header(rest)):
+        return Damage("trailing_data", f"{len(rest):,} bytes of data that is not FLAC follow the "
+                                       f"{'final' if final else 'last'} frame (from byte {frame_end:,})")
+    return Damage("truncated", f"the file was cut after the complete {where}")
 
 
-def _diagnose_final_frame(data: bytes, pos: int, info: StreamInfo) -> Damage:
-    """The frame STREAMINFO's total makes the final one is there, but its CRC-16 fails.
+def _where(frame: Frame, info: StreamInfo, timeline: Timeline) -> str:
+    start, total = timeline.start_of(frame), info.total_samples
+    if total:
+        return f"sample {start:,} of the {total:,} STREAMINFO declares ({start / total:.0%})"
+    return f"byte {frame.offset:,}"
 
-    If its CRC closes earlier, what follows is junk. Otherwise it is cut short when it
-    is smaller than the smallest frame of the stream (section 8.2), else damaged.
+
+def _starts_a_header(rest: bytes) -> bool:
+    """``rest`` could be the start of a frame header that the end of the file cut short."""
+    return len(rest) < MAX_FRAME_HEADER and rest[:1] == b"\xff" and rest[1:2] in (b"", b"\xf8", b"\xf9")
+
+
+# --- where a frame ends (section 9.2) -------------------------------------------------------
+
+class FrameCut(Exception):
+    """The data ends before the frame does."""
+
+
+class FrameInvalid(Exception):
+    """The frame uses a value section 9.2 reserves or forbids."""
+
+
+# Section 9.1.4: bits per sample by code; 0 means STREAMINFO's, 3 is reserved.
+DEPTHS = {1: 8, 2: 12, 4: 16, 5: 20, 6: 24, 7: 32}
+# Section 9.1.3: left/side, side/right and mid/side stereo; the side channel has one bit more.
+SIDE_CHANNEL = {8: 1, 9: 0, 10: 1}
+NONZERO = re.compile(rb"[^\x00]")
+
+
+def frame_length(data: bytes, pos: int, frame: Frame, info: StreamInfo) -> int:
+    """The length in bytes, CRC-16 included, of the frame whose header is at ``data[pos:]``.
+
+    Frames carry no length: it follows from walking the subframes (section 9.2), one
+    per channel, then the zero padding to a byte boundary and the CRC-16 (section 9.3).
+    Raises FrameCut if ``data`` ends first and FrameInvalid on a reserved value.
     """
-    frame_end = _first_crc16_close(data, pos)
-    if frame_end is not None:
-        return Damage("trailing_data", f"{len(data) - frame_end:,} bytes of unknown data follow the final frame")
-    present = len(data) - pos
-    if present < info.min_frame_size:
-        return Damage("truncated", f"the final frame is cut short: {present:,} bytes, "
-                                   f"the smallest frame of the stream is {info.min_frame_size:,}")
-    return Damage("crc_mismatch", "the final frame's CRC-16 does not match: it is damaged")
+    depth = DEPTHS.get(frame.depth_code, info.bits_per_sample)
+    channels = 2 if frame.channel_code in SIDE_CHANNEL else frame.channel_code + 1
+    bits = _Bits(data, 8 * (pos + frame.header_size))
+    for channel in range(channels):
+        side = SIDE_CHANNEL.get(frame.channel_code) == channel
+        _skip_subframe(bits, depth + side, frame.block_size)
+    end = (bits.pos + 7) // 8 + 2
+    if end > len(data):
+        raise FrameCut()
+    return end - pos
 
 
-def _first_crc16_close(data: bytes, pos: int) -> int | None:
-    """The first offset after ``pos`` at which the running CRC-16 is zero: where a frame
-    starting at ``pos`` would end if its footer matched there."""
-    crc = 0
-    for index in range(pos, len(data)):
-        crc = crc16_step(crc, data[index])
-        if crc == 0 and index - pos >= MAX_FRAME_HEADER:
-            return index + 1
-    return None
+def _skip_subframe(bits: "_Bits", depth: int, block_size: int) -> None:
+    """Section 9.2.1: a zero bit, the 6-bit type, the wasted-bits flag (and count, unary)."""
+    if bits.read(1):
+        raise FrameInvalid("a subframe header does not start with its zero bit")
+    kind = bits.read(6)
+    if bits.read(1):
+        depth -= bits.unary() + 1
+        if depth <= 0:
+            raise FrameInvalid("more wasted bits than bits per sample")
+    if kind == 0:  # constant (9.2.3)
+        bits.skip(depth)
+    elif kind == 1:  # verbatim (9.2.4)
+        bits.skip(depth * block_size)
+    elif 8 <= kind <= 12:  # fixed predictor of order 0-4 (9.2.5)
+        order = kind - 8
+        bits.skip(order * depth)
+        _skip_residual(bits, order, block_size)
+    elif kind >= 32:  # linear predictor of order 1-32 (9.2.6)
+        order = kind - 31
+        bits.skip(order * depth)
+        precision = bits.read(4)
+        if precision == 15:
+            raise FrameInvalid("a predictor coefficient precision of 0b1111")
+        bits.skip(5 + order * (precision + 1))
+        _skip_residual(bits, order, block_size)
+    else:
+        raise FrameInvalid(f"reserved subframe type {kind:#08b}")
+
+
+def _skip_residual(bits: "_Bits", order: int, block_size: int) -> None:
+    """Section 9.2.7: Rice-coded partitions, each with its parameter or an escape to raw bits."""
+    method = bits.read(2)
+    if method > 1:
+        raise FrameInvalid(f"reserved residual coding method {method:#04b}")
+    parameter_bits = 4 + method
+    escape = (1 << parameter_bits) - 1
+    partition_order = bits.read(4)
+    partitions = 1 << partition_order
+    if block_size % partitions or block_size // partitions < order:
+        raise FrameInvalid(f"a partition order of {partition_order} does not fit a block of {block_size}")
+    for index in range(partitions):
+        count = block_size // partitions - (order if index == 0 else 0)
+        parameter = bits.read(parameter_bits)
+        if parameter == escape:
+            bits.skip(count * bits.read(5))
+        else:
+            bits.skip_rice(count, parameter)
+
+
+class _Bits:
+    """A read position in bits over ``data``, most significant bit first."""
+
+    def __init__(self, data: bytes, pos: int):
+        self.data = data
+        self.pos = pos
+        self.limit = 8 * len(data)
+
+    def skip(self, n: int) -> None:
+        self.pos += n
+        if self.pos > self.limit:
+            raise FrameCut()
+
+    def read(self, n: int) -> int:
+        end = self.pos + n
+        if end > self.limit:
+            raise FrameCut()
+        first, last = self.pos >> 3, (end + 7) >> 3
+        value = int.from_bytes(self.data[first:last], "big") >> ((last << 3) - end)
+        self.pos = end
+        return value & ((1 << n) - 1)
+
+    def unary(self) -> int:
+        """The number of 0 bits before the next 1 bit; the 1 bit is consumed too."""
+        start = self.pos
+        self.skip_rice(1, 0)
+        return self.pos - start - 1
+
+    def skip_rice(self, count: int, parameter: int) -> None:
+        """Skip ``count`` Rice codes: a unary quotient (zeros ended by a one), then
+        ``parameter`` bits. The hot loop of :func:`frame_length`, so kept flat."""
+        data, pos, size = self.data, self.pos, len(self.data)
+        for _ in range(count):
+            index = pos >> 3
+            if index >= size:
+                raise FrameCut()
+            byte = data[index] & (0xFF >> (pos & 7))
+            if not byte:
+                match = NONZERO.search(data, index + 1)
+                if match is None:
+                    raise FrameCut()
+                index = match.start()
+                byte = data[index]
+            pos = (index << 3) + 9 - byte.bit_length() + parameter
+        if pos > self.limit:
+            raise FrameCut()
+        self.pos = pos
 
 
 # --- sample count --------------------------------------------------------------------

@@ -20,11 +20,8 @@ import functools
 import struct
 from dataclasses import dataclass, replace
 
-import mutagen
-import mutagen.id3
-
-from .base import MAX_READ, UNCHECKED, WINDOW, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
-from .tags import id3v2_size, leading_tags_end, trailing_tags_start
+from .base import UNCHECKED, WINDOW, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .tags import id3v2_size, id3v2_text, leading_tags_end, trailing_tags_start
 
 FORMAT = "mp3"
 EXTENSIONS = frozenset({".mp3", ".mp2", ".mpa"})
@@ -254,7 +251,7 @@ def check(src: Source) -> Verdict:
     stream = tail.frame_end - first
     unaccounted = (first - tags_end) + (src.size - audio_end)
     _check_declared(declared, header, stream, unaccounted, tail)
-    note = _check_rest(tail)
+    note = _check_rest(tail, complete=declared is not None and declared.size == stream)
     duration = _duration(declared, header, stream, head_bitrates | tail.bitrates)
     if declared is None and duration is not None:
         _check_tlen(src, tags_end, duration)
@@ -415,19 +412,24 @@ def _zero_filled(tail: Tail) -> bool:
     return bool(tail.rest) and (zeros == len(tail.rest) or zeros > tail.last.longest)
 
 
-def _check_rest(tail: Tail) -> str:
-    """Judge the bytes between the last complete frame and the trailing tags; a note for OK."""
+def _check_rest(tail: Tail, complete: bool) -> str:
+    """Judge the bytes between the last complete frame and the trailing tags; a note for OK.
+
+    Zeros there are padding when ``complete`` (the stream is exactly as many bytes as its
+    Xing/Info or VBRI header declares) or when fewer than one frame could hold; more
+    zeros after a stream of unknown length may stand where frames were.
+    """
     rest = tail.rest
     if not rest:
         return ""
     if _is_tag_start(rest):
         return "; an appended or cut tag follows it"
     zeros = zero_run_at_end(rest)
+    if zeros == len(rest) and (complete or zeros <= tail.last.longest):
+        return f"; {zeros:,} zero bytes of padding follow it"
     if zeros > tail.last.longest:
         raise Damage("zero_filled", f"the last {zeros:,} bytes of the audio are zero bytes "
                                     f"(from byte {tail.frame_end + len(rest) - zeros:,})")
-    if zeros == len(rest):
-        return f"; {zeros} zero bytes of padding follow it"
     if len(rest) < HEADER and rest[0] == 0xFF:
         raise Damage("truncated", f"the file ends inside a frame header ({len(rest)} of 4 bytes present)")
     if len(rest) > STRAY_BYTES:
@@ -482,12 +484,9 @@ def _check_tlen(src: Source, tags_end: int, duration: float) -> None:
 
 
 def _tlen(src: Source, tags_end: int) -> float | None:
-    if not 0 < tags_end <= MAX_READ:
+    if tags_end == 0:
         return None
-    try:
-        tag = mutagen.id3.ID3(src.fileobj())
-    except (mutagen.MutagenError, ValueError, struct.error):
+    text = (id3v2_text(src, b"TLEN") or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) > 0):
         return None
-    frame = tag.get("TLEN")
-    text = str(frame.text[0]).strip() if frame is not None and frame.text else ""
-    return int(text) / 1000 if text.isdigit() and int(text) > 0 else None
+    return int(text) / 1000

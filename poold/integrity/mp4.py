@@ -23,7 +23,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
-from .base import BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import WINDOW, BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .tags import trailing_tags_start
 
 FORMAT = "mp4"
@@ -33,8 +33,28 @@ EXTENSIONS = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".m4b"})
 MOOV_LIMIT = 64 * 1024 * 1024
 # Fragmented files have a moof+mdat pair per fragment; this bounds the walk.
 MAX_TOP_BOXES = 200_000
+# A container inside 'moov' or 'moof' holds a handful of boxes (tracks, tables, sample
+# entries); more than this is a hostile file, judged `unchecked` rather than walked.
+MAX_CHILD_BOXES = 10_000
+# Metadata boxes ('ilst' and its items) are read only this far: the checks on them look
+# for zero-filled cover art, and a metadata bomb of a million items is not damage.
+MAX_METADATA_ITEMS = 1_000
 # Boxes QuickTime allows as the first box of a file written before 'ftyp' existed (QTFF "Atoms").
 LEGACY_FIRST_BOXES = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+# The boxes that may stand at the top level of a file: ISOBMFF's (4.2 and the box tables
+# of 8.1-8.16: 'imda' is the 2019 "identified media data"; 'emsg' is DASH's event message,
+# ISO/IEC 23009-1 5.10.3.3), QuickTime's ('wide', 'pnot', 'junk' as Apple's own files use
+# it), and 'uuid' extensions. A box of any other type that runs past the end of the file
+# is not taken for a cut box: bytes appended after a complete file read as a "box" of a
+# garbage type with a garbage size, and that is no evidence of a cut.
+TOP_LEVEL_BOXES = frozenset({b"ftyp", b"styp", b"pdin", b"moov", b"moof", b"mfra", b"mdat", b"imda", b"free",
+                             b"skip", b"meta", b"meco", b"sidx", b"ssix", b"prft", b"emsg", b"uuid", b"wide",
+                             b"pnot", b"junk"})
+# Bytes of a four-character code that poold quotes in a message; any other code is
+# shown in hex, so that garbage is never presented as a box name.
+READABLE_CODE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .-_\xa9")
+# How much of what follows the last box is read to see whether it is all zeros.
+PADDING_READ = 16 * 1024 * 1024
 # Top-level boxes that hold structure or metadata, so a sample found inside one is misplaced.
 # Elsewhere samples may lie anywhere in the file (ISOBMFF 8.7.5: offsets are file offsets,
 # "not the offset into any box"), so only these are excluded besides box headers.
@@ -166,7 +186,12 @@ def sniff(head: bytes) -> bool:
         return len(head) > 4 and b"ftyp".startswith(head[4:]) and 16 <= int.from_bytes(head[:4], "big") <= 4096
     size, btype = struct.unpack_from(">I4s", head)
     if btype == b"ftyp":
-        return size >= 16 and (len(head) < 12 or _printable(head[8:12]))
+        brand_at = 8
+        if size == 1:  # a 64-bit size follows the type (ISOBMFF 4.2)
+            if len(head) < 16:
+                return True
+            size, brand_at = struct.unpack_from(">Q", head, 8)[0], 16
+        return size >= brand_at + 8 and (len(head) < brand_at + 4 or _printable(head[brand_at:brand_at + 4]))
     if btype not in LEGACY_FIRST_BOXES:
         return False
     if size == 0:
@@ -184,7 +209,21 @@ def _printable(fourcc: bytes) -> bool:
 
 
 def _fourcc(fourcc: bytes) -> str:
-    return fourcc.decode("latin-1").strip() or "?"
+    """A four-character code as text, or in hex when it is not readable (garbage)."""
+    if len(fourcc) == 4 and all(byte in READABLE_CODE for byte in fourcc) and fourcc.strip():
+        return fourcc.decode("latin-1")
+    return f"0x{fourcc.hex()}"
+
+
+def _quoted(fourcc: bytes) -> str:
+    name = _fourcc(fourcc)
+    return name if name.startswith("0x") else f"'{name}'"
+
+
+def _box_name(btype: bytes) -> str:
+    """How a message names a box: "the 'moov' box", or "a box of type 0x..." for garbage."""
+    name = _quoted(btype)
+    return f"a box of type {name}" if name.startswith("0x") else f"the {name} box"
 
 
 # --- the check ------------------------------------------------------------------------
@@ -207,8 +246,8 @@ def check(src: Source) -> Verdict:
         probe.track(track, _place_track(placer, track))
     if fragmented:
         _check_fragments(src, buf, placer, tracks, probe)
-    _judge_leftover(src, walked_to, have_index=True)
-    return ok(FORMAT, _describe(tracks, boxes), _movie_duration(buf, fragmented))
+    padding = _judge_leftover(src, walked_to, have_index=True, complete=not fragmented)
+    return ok(FORMAT, _describe(tracks, boxes) + padding, _movie_duration(buf, fragmented))
 
 
 def _describe(tracks: list[Track], boxes: list[Box]) -> str:
@@ -243,24 +282,22 @@ def _top_level_box(src: Source, offset: int) -> Box | None:
         return None
     size, btype = struct.unpack_from(">I4s", raw)
     if not _printable(btype):
-        if is_zero(btype) and not _tags_start_at(src, offset):
-            raise _zero_header(src, offset)
         return None
     header = 8
     if size == 1:
         if len(raw) < 16:
-            raise Damage("truncated", f"the file ends inside the 16-byte header of the '{_fourcc(btype)}' box "
+            raise Damage("truncated", f"the file ends inside the 16-byte header of {_box_name(btype)} "
                                       f"at byte {offset:,}")
         size, header = struct.unpack_from(">Q", raw, 8)[0], 16
     elif size == 0:  # "box extends to the end of the file"
         size = src.size - offset
     if size < header:
-        raise Damage("bad_structure", f"the '{_fourcc(btype)}' box at byte {offset:,} declares an impossible size of {size}")
+        raise Damage("bad_structure", f"{_box_name(btype)} at byte {offset:,} declares an impossible size of {size}")
     if offset + size > src.size:
-        if _tags_start_at(src, offset):
-            return None
+        if btype not in TOP_LEVEL_BOXES or _tags_start_at(src, offset):
+            return None  # not a box: judged with whatever else follows the last box
         have = src.size - offset
-        raise Damage("truncated", f"the '{_fourcc(btype)}' box at byte {offset:,} declares {size:,} bytes "
+        raise Damage("truncated", f"{_box_name(btype)} at byte {offset:,} declares {size:,} bytes "
                                   f"but the file ends after {have:,} of them ({_percent(have, size)})")
     return Box(btype, offset, header, size)
 
@@ -273,19 +310,43 @@ def _zero_header(src: Source, offset: int) -> Damage:
                                  f"({_percent(offset, src.size)} into the file){ending}")
 
 
+def _zero_to_end(src: Source, start: int) -> bool:
+    """Whether the file holds only zeros from ``start`` on: read whole up to PADDING_READ,
+    past that judged from the first PADDING_READ bytes and the last window."""
+    pos = start
+    while pos < min(src.size, start + PADDING_READ):
+        piece = src.read(pos, min(WINDOW, start + PADDING_READ - pos))
+        if not is_zero(piece):
+            return False
+        pos += len(piece)
+    return pos >= src.size or is_zero(src.tail[max(0, pos - src.tail_offset):])
+
+
 def _tags_start_at(src: Source, offset: int) -> bool:
     """Whether ID3v1/APEv2/Lyrics3 tag blocks, appended by taggers that do not know MP4,
     fill the file from ``offset`` to its end; players ignore them."""
     return trailing_tags_start(src, offset) == offset < src.size
 
 
-def _judge_leftover(src: Source, walked_to: int, have_index: bool) -> None:
-    """What follows the last top-level box when that is not the end of the file."""
+def _judge_leftover(src: Source, walked_to: int, have_index: bool, complete: bool = False) -> str:
+    """What follows the last top-level box when that is not the end of the file; a note
+    for an ``ok`` verdict when it is harmless.
+
+    ``complete`` says every sample the index lists lies in the file and no fragment can
+    be missing (no 'moof'): zeros after the last box are then padding. ISOBMFF 4.2 makes a
+    file a sequence of boxes; nothing refers to what follows them, and players stop there.
+    Fewer than a box header's 8 bytes are a cut inside the next box's header instead (its
+    size field starts with zeros).
+    """
     left = src.size - walked_to
     if left == 0 or _tags_start_at(src, walked_to):
-        return
+        return ""
     if left < 8:
         raise Damage("truncated", f"the file ends {left} byte(s) into the box header at byte {walked_to:,}")
+    if complete and _zero_to_end(src, walked_to):
+        return f"; {left:,} zero bytes of padding follow the last box"
+    if is_zero(src.read(walked_to + 4, 4)):
+        raise _zero_header(src, walked_to)
     if not have_index:
         raise Damage("bad_structure", f"unrecognised data where a box header should be at byte {walked_to:,}")
     raise Damage("trailing_data", f"{left:,} bytes of unrecognised data after the last box (from byte {walked_to:,})")
@@ -295,7 +356,7 @@ def _judge_leftover(src: Source, walked_to: int, have_index: bool) -> None:
 
 def _read_body(src: Source, box: Box) -> bytes:
     if box.size > MOOV_LIMIT:
-        raise BeyondLimits(f"the '{_fourcc(box.type)}' box is {box.size:,} bytes, "
+        raise BeyondLimits(f"{_box_name(box.type)} is {box.size:,} bytes, "
                          f"over the {MOOV_LIMIT:,} the quick check reads")
     parts, pos = [], box.body
     while pos < box.end:
@@ -307,14 +368,19 @@ def _read_body(src: Source, box: Box) -> bytes:
     return b"".join(parts)
 
 
-def _children(buf: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
-    """(type, body start, end) of the boxes filling ``buf[start:end]``.
+def _children(buf: bytes, start: int, end: int, limit: int | None = None) -> list[tuple[bytes, int, int]]:
+    """(type, body start, end) of the boxes filling ``buf[start:end]``; the first ``limit``
+    of them when given, else BeyondLimits past MAX_CHILD_BOXES.
 
     QTFF allows a user data list to end with a 32-bit zero, so fewer than 8 bytes left
     over are ignored; zeros where a longer box header should be are reported.
     """
     found, pos = [], start
     while end - pos >= 8:
+        if len(found) == (limit or MAX_CHILD_BOXES):
+            if limit:
+                break
+            raise BeyondLimits(f"more than {MAX_CHILD_BOXES:,} boxes in one container")
         size, btype = struct.unpack_from(">I4s", buf, pos)
         if is_zero(buf[pos:pos + 8]):
             if is_zero(buf[pos:end]) and end - pos <= 8:  # QTFF terminator
@@ -326,7 +392,7 @@ def _children(buf: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
         elif size == 0:
             size = end - pos
         if size < header or pos + size > end:
-            raise _Malformed(pos, f"the '{_fourcc(btype)}' box at +{pos:,} does not fit inside its parent")
+            raise _Malformed(pos, f"{_box_name(btype)} at +{pos:,} does not fit inside its parent")
         found.append((btype, pos + header, pos + size))
         pos += size
     return found
@@ -414,7 +480,7 @@ def _metadata_children(buf: bytes, start: int, end: int, base: int, file_size: i
     not fit is only evidence when zeros run from it to the end of 'moov'; otherwise its
     siblings are left unread."""
     try:
-        return _children(buf, start, end)
+        return _children(buf, start, end, limit=MAX_METADATA_ITEMS)
     except _Malformed as problem:
         _zero_to_end_of_moov(buf, problem.offset, base, file_size)
         return []
@@ -444,7 +510,7 @@ def _check_image(buf: bytes, body: int, end: int, item: bytes, base: int, file_s
         recognised = image.startswith(signature) or (well_known == type_code and signature.startswith(kept))
         if recognised and end_marker not in kept[-(len(end_marker) + IMAGE_END_SLACK):]:
             zero_start = base + body + DATA_HEADER + len(kept)
-            raise Damage("zero_filled", f"the {len(image):,}-byte {name} image in the '{_fourcc(item)}' metadata "
+            raise Damage("zero_filled", f"the {len(image):,}-byte {name} image in the {_quoted(item)} metadata "
                                         f"item ends in {zeros:,} zero bytes instead of its end marker: zero "
                                         f"from byte {zero_start:,} ({_percent(zero_start, file_size)} into the file)")
 

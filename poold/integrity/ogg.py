@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 
 from . import tags
-from .base import Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import WINDOW, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .crc import crc32_ogg
 
 FORMAT = "ogg"
@@ -38,6 +38,8 @@ PACKET_PREFIX = 64  # bytes kept of each header packet: enough for every identif
 ZERO_RUN = 64
 # A page header ("OggS", version 0) with any one byte of its capture pattern damaged.
 NEAR_CAPTURE = re.compile(rb"(?=.ggS\0|O.gS\0|Og.S\0|Ogg.\0)", re.S)
+# Zero padding after the end-of-stream page is looked for up to this far from the end.
+PADDING_LIMIT = 1024 * 1024
 OPUS_RATE = 48000  # RFC 7845 section 4: Opus granule positions count 48 kHz samples
 
 
@@ -83,18 +85,19 @@ def sniff(head: bytes) -> bool:
 
 
 def check(src: Source) -> Verdict:
-    last = find_last_page(src)
+    last, padding = find_last_page(src)
     headers = read_headers(src)
     if not last.flags & EOS:
         if headers.end is not None and last.end <= headers.end:
             raise Damage("truncated", "the file holds only the Ogg header pages, no audio")
         raise Damage("truncated", f"the last page (#{last.sequence:,}) lacks the end-of-stream flag: "
                                   "the file was cut at a page boundary")
+    note = f"; {padding:,} zero bytes of padding follow its end-of-stream page" if padding else ""
     if last.serial != headers.serial or last.granule == NO_GRANULE:
-        return ok(FORMAT, f"{headers.codec.name}, last page complete")
+        return ok(FORMAT, f"{headers.codec.name}, last page complete{note}")
     _check_flac_length(last, headers.codec)
     duration = _duration(last, headers.codec)
-    return ok(FORMAT, f"{headers.codec.name}, {last.sequence + 1:,} pages, last page complete", duration)
+    return ok(FORMAT, f"{headers.codec.name}, {last.sequence + 1:,} pages, last page complete{note}", duration)
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -141,31 +144,62 @@ def read_page(src: Source, offset: int) -> tuple[Page, bytes]:
 
 # --- the end of the file -----------------------------------------------------------------
 
-def find_last_page(src: Source) -> Page:
-    """The page that ends exactly at the end of the file and passes its CRC.
+def find_last_page(src: Source) -> tuple[Page, int]:
+    """The page that ends exactly at the end of the file and passes its CRC, and how
+    many bytes of zero padding follow it (0 unless it ends the stream).
 
     Ogg defines no trailer, but taggers sometimes append ID3v1 or APEv2 blocks that every
-    player skips; a complete final page right before such tags is accepted.
+    player skips; a complete final page right before such tags is accepted. So are zeros
+    after a page that carries the end-of-stream flag: that flag is written only on the
+    stream's last page (RFC 3533 section 4), so the stream is complete and the zeros are
+    padding. A cut download never ends with it.
     """
     page = _page_ending_at(src, src.size)
     if page is None:
         tags_start = tags.trailing_tags_start(src)
         if tags_start < src.size:
             page = _page_ending_at(src, tags_start)
-    if page is None:
+    if page is not None:
+        return page, 0
+    page = _page_before_zeros(src)
+    if page is None or not page.flags & EOS:
         raise _diagnose_end(src)
-    return page
+    return page, src.size - page.end
 
 
-def _page_ending_at(src: Source, end: int) -> Page | None:
-    base = max(0, end - MAX_PAGE)
+def _page_ending_at(src: Source, end: int, earliest: int | None = None) -> Page | None:
+    """The page that passes its CRC and ends at ``end``, or anywhere from ``earliest`` to
+    ``end`` when zeros fill that span (a page may itself end in zero bytes)."""
+    earliest = end if earliest is None else earliest
+    base = max(0, earliest - MAX_PAGE)
     data = src.read(base, end - base)
     pos = len(data)
     while (pos := data.rfind(CAPTURE, 0, pos)) >= 0:
         page = parse_page_header(data, pos, base)
-        if page is not None and page.end == end and crc_matches(data[pos:]):
+        if page is not None and earliest <= page.end <= end and crc_matches(data[pos:page.end - base]):
             return page
     return None
+
+
+def _page_before_zeros(src: Source) -> Page | None:
+    """The page that ends where the zeros at the end of the file begin (or inside them)."""
+    zeros_from = src.size - _zero_run(src)
+    if zeros_from == src.size or zeros_from <= src.size - PADDING_LIMIT:
+        return None
+    return _page_ending_at(src, src.size, zeros_from)
+
+
+def _zero_run(src: Source) -> int:
+    """How many zero bytes the file ends with, counted up to PADDING_LIMIT."""
+    end = src.size
+    while end > max(0, src.size - PADDING_LIMIT):
+        start = max(0, end - WINDOW)
+        piece = src.read(start, end - start)
+        zeros = zero_run_at_end(piece)
+        if zeros < len(piece):
+            return src.size - end + zeros
+        end = start
+    return src.size - end
 
 
 def _diagnose_end(src: Source) -> Damage:

@@ -40,6 +40,12 @@ STREAMED_SIZES = (0, 0xFFFFFFFF)
 # frames (RIFF 1.0 ch. 3 "PCM"; RFC 2361 for float 3, A-law 6, mu-law 7).
 FRAME_FORMATS = frozenset({1, 3, 6, 7})
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# Sound data this much shorter than its header declares, ending on a whole sample frame,
+# is what some writers leave (a count of frames they meant to write, or a header written
+# before the last buffer was dropped): it plays completely. A cut download ends at an
+# arbitrary byte, so in three cases out of four (16-bit stereo) inside a frame, and is
+# rarely within 10 ms of the end; the manifest's size catches the rest.
+SHORT_DATA_SECONDS = 0.010
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,21 @@ def form_cut(form_end: int | None, walked_to: int, file_size: int) -> bool:
     return not (form_end - file_size <= CHUNK_HEADER and walked_to >= file_size)
 
 
+def short_by_a_few_frames(missing_frames: int, rate: float | None) -> bool:
+    """Whether sound data ``missing_frames`` short of its header is within SHORT_DATA_SECONDS."""
+    return bool(rate) and 0 < missing_frames <= rate * SHORT_DATA_SECONDS
+
+
+def frames_in(size: int, frame_bytes: int) -> int:
+    """How many sample frames ``size`` bytes touch (a partial frame counts)."""
+    return -(-size // frame_bytes)
+
+
+def short_note(missing_frames: int, rate: float) -> str:
+    return (f"; {missing_frames:,} sample frame(s) ({1000 * missing_frames / rate:.1f} ms) fewer than "
+            "its header declares, a writer's miscount, not a cut")
+
+
 def percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "0%"
 
@@ -182,6 +203,8 @@ class Wave:
     data_streamed: bool = False
     walked_to: int = FORM_HEADER
     stopped_early: bool = False  # an invalid chunk header after the data ended the walk
+    missing: int = 0  # bytes of data the data chunk declares beyond the end of the file (a few frames)
+    short_frames: int = 0  # those bytes in sample frames
 
 
 def check(src: Source) -> Verdict:
@@ -193,7 +216,8 @@ def check(src: Source) -> Verdict:
     _require_audio(src, wave)
     frames = _judge_data(wave)
     judge_form_end(src, wave, "RIFF form", big_endian=False)
-    return ok(FORMAT, _describe(wave, frames), _duration(wave, frames))
+    note = short_note(wave.short_frames, wave.fmt.rate) if wave.short_frames else ""
+    return ok(FORMAT, _describe(wave, frames) + note, _duration(wave, frames))
 
 
 def _form(src: Source, header: bytes) -> tuple[Wave, int]:
@@ -232,10 +256,23 @@ def _walk(src: Source, wave: Wave, offset: int) -> None:
             return
         chunk = _resolve_size(src, wave, chunk)
         if chunk.end > src.size:
-            raise cut_chunk(src, chunk, "the audio data" if chunk.id == b"data" else "a chunk")
+            chunk = _short_data(src, wave, chunk)
         _take(src, wave, chunk)
         offset = chunk.next
     raise BeyondLimits(f"more than {MAX_CHUNKS:,} chunks")
+
+
+def _short_data(src: Source, wave: Wave, chunk: Chunk) -> Chunk:
+    """A chunk that runs past the end of the file: the data chunk cut to what is there when
+    that is whole PCM frames, a few short (see SHORT_DATA_SECONDS); otherwise a cut."""
+    fmt = wave.fmt
+    present = src.size - chunk.body
+    if chunk.id == b"data" and fmt is not None and fmt.framed and present % fmt.block_align == 0:
+        missing_frames = frames_in(chunk.end - src.size, fmt.block_align)
+        if short_by_a_few_frames(missing_frames, fmt.rate):
+            wave.missing, wave.short_frames = chunk.end - src.size, missing_frames
+            return Chunk(chunk.id, chunk.offset, present)
+    raise cut_chunk(src, chunk, "the audio data" if chunk.id == b"data" else "a chunk")
 
 
 def _resolve_size(src: Source, wave: Wave, chunk: Chunk) -> Chunk:
@@ -299,9 +336,11 @@ def _judge_data(wave: Wave) -> int | None:
 
 
 def judge_form_end(src: Source, form, name: str, big_endian: bool) -> None:
-    """The end of a RIFF or IFF form (``form`` has form_end, walked_to, stopped_early):
+    """The end of a RIFF or IFF form (``form`` has form_end, walked_to, stopped_early and
+    missing, the bytes of sound data the file lacks when they are a tolerated few frames):
     cut short is truncation; after it, only harmless bytes (see harmless_tail)."""
-    if form_cut(form.form_end, form.walked_to, src.size):
+    form_end = None if form.form_end is None else form.form_end - form.missing
+    if form_cut(form_end, form.walked_to, src.size):
         raise Damage("truncated", f"the {name} declares {form.form_end:,} bytes but the file has "
                                   f"{src.size:,} ({percent(src.size, form.form_end)})")
     tail = form.walked_to if form.stopped_early else max(form.walked_to, form.form_end or 0)
