@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
+    heal = sub.add_parser("heal", parents=[common], help="fetch requeued tracks back, verify them, swap them in")
+    heal.add_argument("--json", action="store_true", help="print one JSON document")
+    heal.set_defaults(func=cmd_heal)
+
     run = sub.add_parser("run", parents=[common], help="run as a background service: watch the library, file requests")
     run.set_defaults(func=cmd_run)
 
@@ -297,7 +301,30 @@ def cmd_status(args) -> int:
     print(f"Pending requests: {len(summary['pending_requests'])}")
     for entry in summary["pending_requests"]:
         print("  " + describe_request(entry))
+    if summary.get("healing"):
+        from .heal import describe_stage
+
+        print("Healing:")
+        for entry in summary["healing"]:
+            print("  " + describe_stage(entry))
     return EXIT_OK
+
+
+# --- heal ----------------------------------------------------------------------------
+
+def cmd_heal(args) -> int:
+    from .heal import describe_stage, heal_command
+
+    report = heal_command(config_from(args))
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    elif report.busy:
+        print("Another poold process is healing; its jobs show in `poold status`.")
+    else:
+        print(f"Healing: {len(report.jobs)} track(s) worked on" + ("." if report.jobs else " (nothing to fetch)."))
+        for job in report.jobs:
+            print("  " + describe_stage(job))
+    return EXIT_PROBLEMS if report.waiting else EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------

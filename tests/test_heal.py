@@ -1,0 +1,302 @@
+"""Healing against the sandbox on 127.0.0.1: real encoded files, real downloads, real renames."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mutagen.id3 import GEOB, ID3, TKEY
+
+import media
+from conftest import USERID
+from poold import app
+from poold.cli import main
+from poold.heal import heal_once, prune_quarantine, track_stages
+from poold.heal_download import HealClient
+from poold.integrity import check_file
+from poold.pool import PoolClient
+from poold.sandbox import CORRUPTED, DROPPED, MEDIA_ERROR, NOT_FOUND, TRUNCATED_FILE, partial, stalled
+from poold.state import State
+
+HEAL = "[heal]\nenabled = true\nallow_plain_http = true\n"
+FILE_TYPES = {"mp3": "mp3", "m4a": "m4a", "wav": "wav", "flac": "flac"}
+
+
+@dataclasses.dataclass
+class Setup:
+    library: object
+    originals: dict[int, bytes]
+    damaged: dict[int, bytes]
+
+    @property
+    def config(self):
+        return self.library.config()
+
+    def path(self, trackid: int) -> Path:
+        return self.library.paths[trackid]
+
+    def job(self, trackid: int) -> dict:
+        with State(self.config.state.dir) as state:
+            return next(job for job in state.heal_jobs() if job["trackid"] == trackid)
+
+
+@pytest.fixture
+def healing(make_library, sandbox, tmp_path):
+    """healing(kinds, damaged=(1001,), heal="", served=None, rows=None) -> Setup.
+
+    Builds the library, registers each original with the sandbox (``served`` overrides
+    kind -> (bytes, file_type)), damages the tracks (truncated to 60 %) and files the
+    requests through a real audit, so that POOL accepted them.
+    """
+
+    def build(kinds=("mp3",), damaged=(1001,), heal="", served=None, sha256=False, audit=True) -> Setup:
+        library = make_library(kinds, base_url=sandbox.base_url, extra=HEAL + heal)
+        originals = {trackid: path.read_bytes() for trackid, path in library.paths.items()}
+        if sha256:
+            rows = [{"trackid": t, "path": p.relative_to(library.root).as_posix(),
+                     "sha256": __import__("hashlib").sha256(originals[t]).hexdigest(), "size": len(originals[t])}
+                    for t, p in library.paths.items()]
+            library.manifest.write_text(json.dumps({"tracks": rows}))
+        for (trackid, path), kind in zip(library.paths.items(), kinds):
+            data, file_type = (served or {}).get(trackid, (originals[trackid], FILE_TYPES[kind]))
+            sandbox.register_media(trackid, data, file_type)
+        for trackid in damaged:
+            media.truncate(str(library.paths[trackid]), 0.6)
+        setup = Setup(library, originals, {t: library.paths[t].read_bytes() for t in damaged})
+        if audit:
+            outcome = app.run_audit(library.config(), request=True)
+            assert {p.trackid for p in outcome.report.problems} == set(damaged)
+        return setup
+
+    return build
+
+
+def client_with_timeout(config, seconds: float) -> HealClient:
+    pool = PoolClient(dataclasses.replace(config.pool, timeout=seconds))
+    return HealClient(pool, allow_plain_http=True)
+
+
+def assert_healed(setup: Setup, trackid: int, sandbox) -> dict:
+    path = setup.path(trackid)
+    verdict = check_file(path)
+    assert verdict.status == "ok", verdict
+    assert path.read_bytes() == setup.originals[trackid]
+    job = setup.job(trackid)
+    assert job["stage"] == "confirmed"
+    assert Path(job["quarantine_path"]).read_bytes() == setup.damaged[trackid]
+    assert [(s.trackid, s.dl_token) for s in sandbox.successes] == [(trackid, job["dl_token"])]
+    assert not list(path.parent.glob(".poold-heal-*"))
+    with State(setup.config.state.dir) as state:
+        assert state.open_incident(trackid) is None
+    return job
+
+
+def test_a_truncated_track_is_fetched_verified_and_swapped_in(healing, sandbox):
+    setup = healing(("mp3", "flac"))
+    report = heal_once(setup.config)
+    assert [job["stage"] for job in report.jobs] == ["confirmed"]
+    job = assert_healed(setup, 1001, sandbox)
+    assert job["quarantine_path"].startswith(str(setup.library.root / ".poold-quarantine"))
+    assert setup.path(1002).read_bytes() == setup.originals[1002]  # the intact track is not touched
+    assert heal_once(setup.config).jobs == []  # nothing is fetched twice
+    assert len(sandbox.successes) == 1
+
+
+def test_a_missing_track_is_written_at_its_manifest_path(healing, sandbox):
+    setup = healing(("m4a",), damaged=(), audit=False, heal="[guard]\nmax_missing_fraction = 1.0\n")
+    folder = setup.path(1001).parent
+    setup.path(1001).unlink()
+    folder.rmdir()
+    app.run_audit(setup.config, request=True)
+    heal_once(setup.config)
+    assert setup.path(1001).read_bytes() == setup.originals[1001]
+    assert setup.job(1001)["quarantine_path"] is None and setup.job(1001)["stage"] == "confirmed"
+
+
+def test_a_truncated_media_body_is_fetched_again_from_the_other_server(healing, sandbox):
+    setup = healing()
+    sandbox.media_fault(TRUNCATED_FILE)
+    heal_once(setup.config)
+    assert_healed(setup, 1001, sandbox)
+    hosts = [r.host for r in sandbox.media_received]
+    assert len(hosts) == 2 and hosts[0] != hosts[1]
+    assert setup.job(1001)["failures"] == 1
+
+
+def test_a_second_bad_copy_waits_for_a_person_and_nothing_more_is_fetched(healing, sandbox):
+    setup = healing()
+    sandbox.media_fault(TRUNCATED_FILE, TRUNCATED_FILE)
+    report = heal_once(setup.config)
+    job = setup.job(1001)
+    assert job["stage"] == "waiting" and "the redownloaded copy is also truncated" in job["reason"]
+    assert [j["trackid"] for j in report.waiting] == [1001]
+    assert setup.path(1001).read_bytes() == setup.damaged[1001]  # nothing moved
+    assert sandbox.successes == [] and len(sandbox.media_received) == 2
+    heal_once(setup.config)
+    assert len(sandbox.media_received) == 2  # nothing downloaded again on its own
+    with State(setup.config.state.dir) as state:
+        assert state.open_incident(1001) is not None
+
+
+def test_a_corrupted_body_fails_the_manifest_hash_and_is_fetched_again(healing, sandbox):
+    setup = healing(sha256=True)
+    sandbox.media_fault(CORRUPTED)
+    heal_once(setup.config)
+    assert_healed(setup, 1001, sandbox)
+    assert setup.job(1001)["failures"] == 1 and [r.fault for r in sandbox.media_received] == ["corrupted", None]
+
+
+@pytest.mark.parametrize("fault", [NOT_FOUND, MEDIA_ERROR], ids=["404", "500"])
+def test_a_failing_media_server_is_skipped_for_the_next(healing, sandbox, fault):
+    setup = healing()
+    sandbox.media_fault(fault)
+    heal_once(setup.config)
+    assert_healed(setup, 1001, sandbox)
+    assert [r.status for r in sandbox.media_received] == [fault.kind == "not_found" and 404 or 500, 200]
+    assert setup.job(1001)["failures"] == 0
+
+
+def test_a_first_server_that_refuses_connections(healing, sandbox):
+    setup = healing()
+    sandbox.dead_first_server = True
+    heal_once(setup.config)
+    job = assert_healed(setup, 1001, sandbox)
+    assert job["server"] == sandbox.media_hosts[1] and sandbox.successes[0].serverid == 7
+
+
+def test_a_stalled_server_times_out_and_the_next_resumes_with_range(healing, sandbox):
+    setup = healing(("wav",))
+    sandbox.media_fault(stalled(4))
+    heal_once(setup.config, client=client_with_timeout(setup.config, 0.5))
+    assert_healed(setup, 1001, sandbox)
+    first, second = sandbox.media_received
+    assert first.range_start is None and second.range_start and second.range_start > 0
+    assert first.host != second.host
+
+
+def test_a_dropped_connection_is_resumed_with_range(healing, sandbox):
+    setup = healing(("flac",))
+    sandbox.media_fault(DROPPED)
+    heal_once(setup.config)
+    assert_healed(setup, 1001, sandbox)
+    assert sandbox.media_received[1].headers.get("Range") == f"bytes={sandbox.media_received[1].range_start}-"
+    assert 0 < sandbox.media_received[1].range_start <= len(setup.originals[1001]) // 2  # what arrived whole
+
+
+def test_an_interrupted_download_resumes_after_a_restart_with_an_expired_dl_token(healing, sandbox):
+    setup = healing(("wav",))
+    sandbox.media_rate = 100_000  # bytes per second: the download takes a while
+    stop = threading.Event()
+    temp = setup.path(1001).with_name(".poold-heal-1001.wav")
+    threading.Thread(target=lambda: (_wait_for(lambda: temp.exists() and temp.stat().st_size > 50_000), stop.set()),
+                     daemon=True).start()
+    heal_once(setup.config, stop=stop)
+    job = setup.job(1001)
+    assert job["stage"] == "downloading" and temp.stat().st_size > 0
+    first_token = job["dl_token"]
+    sandbox.media_rate = None
+    sandbox.expire_dl_tokens()
+    heal_once(setup.config)
+    job = assert_healed(setup, 1001, sandbox)
+    assert job["dl_token"] != first_token
+    statuses = [(r.status, "Range" in r.headers) for r in sandbox.media_received]
+    assert statuses[-2:] == [(403, True), (206, True)]
+
+
+def test_another_media_type_is_kept_aside_and_the_incident_says_what_to_change(healing, sandbox, encoded):
+    mp3 = encoded("mp3").read_bytes()
+    setup = healing(("wav",), served={1001: (mp3, "mp3")})
+    heal_once(setup.config)
+    job = setup.job(1001)
+    assert job["stage"] == "waiting" and "preferences" in job["reason"] and "WAV" in job["reason"]
+    assert setup.path(1001).read_bytes() == setup.damaged[1001]
+    kept = list((setup.library.root / ".poold-quarantine").rglob("*.other-format.mp3"))
+    assert len(kept) == 1 and kept[0].read_bytes() == mp3
+    assert sandbox.successes == []
+
+
+def test_plain_http_is_used_only_when_allowed(healing, sandbox):
+    setup = healing(heal="", audit=True)
+    setup.library.write_config(sandbox.base_url, "[heal]\nenabled = true\n")
+    heal_once(setup.config)
+    job = setup.job(1001)
+    assert job["stage"] == "downloading" and "allow_plain_http" in job["last_error"]
+    assert sandbox.media_received == []  # https was tried, and nothing was sent in clear
+    assert setup.path(1001).read_bytes() == setup.damaged[1001]
+
+
+def test_only_tracks_whose_request_pool_accepted_in_full_are_healed(healing, sandbox):
+    setup = healing(("mp3", "m4a"), damaged=(1001, 1002), audit=False)
+    sandbox.fault(partial(1))
+    app.run_audit(setup.config, request=True)
+    assert heal_once(setup.config).jobs == []
+    assert sandbox.media_received == []
+
+
+def test_tags_of_the_damaged_file_are_carried_over_and_the_audio_is_unchanged(healing, sandbox):
+    setup = healing(damaged=(), audit=False)
+    path = setup.path(1001)
+    tags = ID3(path)
+    tags.add(GEOB(encoding=0, mime="application/octet-stream", filename="", desc="Serato Markers2", data=b"cues" * 50))
+    tags.add(TKEY(encoding=3, text=["8A"]))
+    tags.save(path)
+    media.truncate(str(path), 0.6)
+    setup.damaged[1001] = path.read_bytes()
+    app.run_audit(setup.config, request=True)
+    heal_once(setup.config)
+    healed = ID3(path)
+    assert healed.getall("GEOB")[0].data == b"cues" * 50 and str(healed["TKEY"]) == "8A"
+    assert check_file(path).status == "ok"
+    assert _audio_after_id3(path.read_bytes()) == _audio_after_id3(setup.originals[1001])
+    assert setup.job(1001)["stage"] == "confirmed"
+
+
+def test_status_shows_each_tracks_stage(healing, sandbox, capsys):
+    setup = healing(("mp3", "m4a"), damaged=(1001, 1002), heal="max_parallel = 1\n")
+    with State(setup.config.state.dir) as state:
+        assert [(s["trackid"], s["stage"]) for s in track_stages(state)] == [(1001, "requested"), (1002, "requested")]
+    sandbox.media_fault(TRUNCATED_FILE, TRUNCATED_FILE)
+    heal_once(setup.config)
+    assert main(["status", "--config", str(setup.library.config_path), "--json"]) == 0
+    healing_stages = {s["trackid"]: s["stage"] for s in json.loads(capsys.readouterr().out)["healing"]}
+    assert sorted(healing_stages.values()) == ["confirmed", "waiting"]
+
+
+def test_heal_command_exit_codes(healing, sandbox, capsys):
+    setup = healing()
+    config = str(setup.library.config_path)
+    sandbox.media_fault(TRUNCATED_FILE, TRUNCATED_FILE)
+    assert main(["heal", "--config", config]) == 1  # a track waits for a person
+    assert "waiting" in capsys.readouterr().out
+    setup.library.write_config(sandbox.base_url, "")
+    assert main(["heal", "--config", config]) == 2  # healing is off
+    assert "enabled = true" in capsys.readouterr().err
+
+
+def test_old_quarantine_entries_are_pruned(tmp_path):
+    old, new, other = tmp_path / "20240101-000000-1", tmp_path / "20240301-000000-2", tmp_path / "keep-me"
+    for folder in (old, new, other):
+        folder.mkdir()
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
+    os.utime(other, (time.time() - 40 * 86400,) * 2)
+    assert prune_quarantine(tmp_path, 30) == 1
+    assert not old.exists() and new.exists() and other.exists()
+
+
+def _audio_after_id3(data: bytes) -> bytes:
+    """The bytes after an ID3v2 tag (its size is a 28-bit syncsafe integer)."""
+    if data[:3] != b"ID3":
+        return data
+    size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
+    return data[10 + size:]
+
+
+def _wait_for(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
