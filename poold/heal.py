@@ -77,6 +77,10 @@ FILE_TYPES = {"mp3": (".mp3",), "m4a": (".m4a",), "aac": (".m4a",), "mp4": (".mp
               "wav": (".wav",), "aiff": (".aiff", ".aif", ".aifc"), "aif": (".aif", ".aiff", ".aifc"),
               "flac": (".flac",)}
 
+# Tests only (tests/test_heal.py, the kill -9 test): seconds to sleep between the steps of
+# a swap, so that a kill lands inside them. Unset in real use.
+TEST_STEP_DELAY = float(os.environ.get("POOLD_TEST_HEAL_STEP_DELAY") or 0)
+
 _own_writes: set[tuple[str, int, int]] = set()
 _own_writes_lock = threading.Lock()
 
@@ -432,9 +436,11 @@ class Job:
             if not quarantine.exists():
                 _keep_damaged(self.target, quarantine)
         _fsync_file(self.temp)
+        _test_pause()
         os.replace(self.temp, self.target)
         _fsync_folder(self.target.parent)
         _remember_own_write(str(self.target))
+        _test_pause()
         self._finish_swap()
         return True
 
@@ -469,6 +475,11 @@ class _Waiting(Exception):
 def _type_word(file_type: str | None) -> str:
     words = (file_type or "").lower().split()
     return words[-1] if words else ""
+
+
+def _test_pause() -> None:
+    if TEST_STEP_DELAY:
+        time.sleep(TEST_STEP_DELAY)
 
 
 def _checker():

@@ -280,6 +280,7 @@ class Sandbox:
         self.dl_token_lifetime = dl_token_lifetime
         self.media_rate: float | None = None  # bytes per second every media server sends at; None: as fast as it can
         self.dead_first_server = False  # list first a host where nothing listens (connections refused)
+        self.success_delay = 0.0  # seconds /download/success answers late (it is recorded on arrival)
         self.queued: set[int] = set()  # requeued by a redownload request, not yet downloaded
         self.successes: list[Success] = []
         self.media_received: list[MediaReceived] = []
@@ -530,7 +531,7 @@ class Sandbox:
             self.successes.append(Success(int(trackid), int(serverid), token, time.time()))
             self.queued.discard(int(trackid))
         return _Reply(200, {"result": "success", "releaseid": 5000 + int(trackid), "titleid": 7000 + int(trackid),
-                            "type": media.file_type})
+                            "type": media.file_type}, delay=self.success_delay)
 
     # -- the download flow: the media servers --
 

@@ -300,3 +300,80 @@ def _wait_for(condition, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+# --- kill -9 at random moments ------------------------------------------------------------
+
+KILLS = 22
+SEED = 20261202
+
+
+def test_kill_9_at_random_moments_then_a_rerun_finishes_every_job(healing, sandbox):
+    """``poold heal`` as a real process, killed at 22 random moments (fixed seed) during
+    downloads (slowed media servers), swaps (a test-only pause between the swap's steps)
+    and confirmations (a slow /download/success), then run to completion.
+
+    After every kill: a track's path holds the damaged file or the complete original,
+    nothing else; when it holds the original, the quarantine holds the damaged copy.
+    At the end: every track healed, its path never swapped twice (the healed file's inode
+    never changes once in place), each confirmation sent at least once (a crash between
+    the POST and recording its answer sends it again, with the same dl_token)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    trackids = tuple(range(1001, 1007))
+    setup = healing(("wav",) * len(trackids), damaged=trackids)
+    sandbox.media_rate = 300_000
+    sandbox.success_delay = 0.3
+    env = {**os.environ, "POOLD_TEST_HEAL_STEP_DELAY": "0.15", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "poold", "heal", "--config", str(setup.library.config_path)]
+    rng = random.Random(SEED)
+    healed_inode: dict[int, int] = {}
+    stages_hit = set()
+
+    def check_invariants() -> None:
+        for trackid in trackids:
+            data = setup.path(trackid).read_bytes()
+            assert data in (setup.damaged[trackid], setup.originals[trackid]), f"track {trackid}: a partial file"
+            kept = list((setup.library.root / ".poold-quarantine").glob(f"*-{trackid}/**/*.wav"))
+            assert all(k.read_bytes() == setup.damaged[trackid] for k in kept)
+            if data == setup.originals[trackid]:
+                assert len(kept) == 1, f"track {trackid} swapped without its damaged copy kept"
+                inode = setup.path(trackid).stat().st_ino
+                assert healed_inode.setdefault(trackid, inode) == inode, f"track {trackid} swapped twice"
+
+    for _ in range(KILLS):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(lambda: _heal_lock_held(setup.config.state.dir) or process.poll() is not None)
+        time.sleep(rng.uniform(0, 1.2))  # from the moment the process holds the heal lock: it is working
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        with State(setup.config.state.dir) as state:
+            stages_hit |= {job["stage"] for job in state.heal_jobs()}
+        check_invariants()
+    for _ in range(10):
+        if subprocess.run(command, env=env, capture_output=True).returncode == 0 and all(
+                setup.job(t)["stage"] == "confirmed" for t in trackids):
+            break
+    check_invariants()
+    assert {"downloading", "swapping", "swapped"} <= stages_hit, stages_hit  # the kills landed inside the work
+    for trackid in trackids:
+        assert setup.path(trackid).read_bytes() == setup.originals[trackid]
+        assert setup.job(trackid)["stage"] == "confirmed"
+        confirmations = [s for s in sandbox.successes if s.trackid == trackid]
+        assert confirmations and {s.dl_token for s in confirmations} == {setup.job(trackid)["dl_token"]}
+    assert not list(setup.library.root.rglob(".poold-heal-*"))
+
+
+def _heal_lock_held(state_dir: Path) -> bool:
+    import fcntl
+
+    with open(state_dir / "heal.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
