@@ -555,6 +555,49 @@ def update_manifest_row(config: Config, track: Track, path: Path) -> None:
         log.warning("could not write track %d's new size and hash into the manifest (%s)", track.trackid, exc)
 
 
+# --- the daemon's worker ------------------------------------------------------------------
+
+class Healer:
+    """Heals from a thread of its own in ``poold run``: when kicked (after a drain that
+    settled requests) and every :attr:`INTERVAL` seconds, so that a slow download never
+    stalls the watch. It stops between chunks when asked; the download resumes later."""
+
+    INTERVAL = 300.0
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="poold-heal", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float) -> bool:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                report = heal_once(self.config, stop=self._stop)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
+                log.warning("healing failed: %s", exc, exc_info=not isinstance(exc, PoolError))
+                continue
+            for job in report.jobs:
+                log.info("track %d: %s", job["trackid"], describe_stage(job))
+
+
 # --- status -----------------------------------------------------------------------------
 
 def track_stages(state: State) -> list[dict]:

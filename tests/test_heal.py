@@ -377,3 +377,40 @@ def _heal_lock_held(state_dir: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+
+def test_poold_run_heals_a_damaged_track_on_its_own(healing, sandbox, tmp_path):
+    """The daemon: damage a watched track; it is judged, requested, fetched, verified, swapped."""
+    import signal
+    import subprocess
+    import sys
+
+    kinds = ("mp3", "flac", "wav", "m4a", "mp3")
+    setup = healing(kinds, damaged=(), audit=False, heal="[watch]\nsettle_seconds = 0.5\n")
+    log_path = tmp_path / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "poold", "run", "-v", "--config",
+                                    str(setup.library.config_path)], stderr=log, env=env)
+    try:
+        _wait_for(lambda: _daemon_state(setup) == "watching", timeout=30)
+        media.truncate(str(setup.path(1003)), 0.5)
+        damaged = setup.path(1003).read_bytes()
+        _wait_for(lambda: setup.path(1003).read_bytes() == setup.originals[1003]
+                  and setup.job(1003)["stage"] == "confirmed", timeout=60)
+        assert setup.path(1003).read_bytes() == setup.originals[1003], log_path.read_text()
+        assert setup.job(1003)["stage"] == "confirmed"
+        assert Path(setup.job(1003)["quarantine_path"]).read_bytes() == damaged
+        assert [r.form["trackid_list"] for r in sandbox.received] == ["1003"]
+        time.sleep(1.5)  # the swap's rename is poold's own write: it is not judged again
+        assert len(sandbox.received) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0, log_path.read_text()
+
+
+def _daemon_state(setup: Setup) -> str | None:
+    if not (setup.config.state.dir / "poold.sqlite3").exists():
+        return None
+    with State(setup.config.state.dir) as state:
+        return (state.note("daemon") or {}).get("state")
