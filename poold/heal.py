@@ -448,7 +448,7 @@ class Job:
         self.state.finish_swap(self.id, self.trackid)
         self.row.update(stage="swapped", temp_path=None)
         kept = f"; the damaged copy is in {self.row['quarantine_path']}" if self.row["quarantine_path"] else ""
-        log.warning("track %d healed: a verified copy from POOL is at %s%s", self.trackid, self.target, kept)
+        log.info("track %d healed: a verified copy from POOL is at %s%s", self.trackid, self.target, kept)
 
     # -- confirming --
 

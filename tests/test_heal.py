@@ -414,3 +414,14 @@ def _daemon_state(setup: Setup) -> str | None:
         return None
     with State(setup.config.state.dir) as state:
         return (state.note("daemon") or {}).get("state")
+
+
+def test_the_demo_shows_the_whole_loop_and_heals():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "poold", "demo"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("confirmed - verified and in place") == 4
+    assert "each was fetched back, verified and swapped in (healed)" in result.stdout
+    assert "4 media downloads and 4 download confirmations" in result.stdout
