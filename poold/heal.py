@@ -242,7 +242,6 @@ class Job:
         self.row = state.heal_job(job_id)
         self.trackid = self.row["trackid"]
         self.track = tracks.get(self.trackid) or Track(self.trackid, self.row["path"])
-        self.schemes: dict[str, str] = {}
 
     @property
     def target(self) -> Path:
@@ -302,7 +301,7 @@ class Job:
             server = servers[index]
             try:
                 total = self.client.fetch(server["host"], self.row["dl_token"], str(self.temp), self._progress,
-                                          self.throttle, self.stop, self.schemes)
+                                          self.throttle, self.stop)
             except TokenExpired as exc:
                 if renewed:
                     failures.append(str(exc))

@@ -92,6 +92,7 @@ class HealClient:
         self.pool = pool
         self.allow_plain_http = allow_plain_http
         self.read_timeout = read_timeout or pool.config.timeout
+        self.schemes: dict[str, str] = {}  # host -> the scheme that worked: https is probed once a host
 
     # -- the API --
 
@@ -155,14 +156,15 @@ class HealClient:
     # -- the media --
 
     def fetch(self, host: str, dl_token: str, target: str, on_progress: Callable[[int], None],
-              throttle: Throttle, stop: threading.Event, schemes: dict[str, str]) -> int:
+              throttle: Throttle, stop: threading.Event) -> int:
         """Download into ``target``, resuming from its size; return the file's full size.
 
-        ``schemes`` remembers, per host, the scheme that worked (https, or http when
-        allowed), so a resume does not probe again.
+        https first; http only when allowed. The scheme that worked is remembered per
+        host, so later downloads and resumes do not probe again.
         """
         if not HOST.fullmatch(host):
             raise ServerFailed(f"{host[:60]!r} is not a host name")
+        schemes = self.schemes
         tried = [schemes[host]] if host in schemes else ["https"] + (["http"] if self.allow_plain_http else [])
         failure = None
         for scheme in tried:
