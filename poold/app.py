@@ -158,5 +158,5 @@ def status(config: Config, now: float | None = None) -> dict:
                       "left": max(0, config.requests.max_tracks_per_day - used)},
             "last_audit": state.last_audit(),
             "daemon": state.note("daemon"),
-            "healing": heal.track_stages(state),
+            "healing": heal.track_stages(state, config.heal.enabled),
         }

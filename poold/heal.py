@@ -55,7 +55,7 @@ from .errors import PoolError, RejectedError
 from .filing import CAUSE_PHRASES, DAY
 from .integrity import check_file
 from .manifest import Track, read_manifest
-from .scan import _duration_mismatch
+from .scan import _duration_mismatch, library_problem
 from .state import Incident, State
 
 if TYPE_CHECKING:
@@ -140,6 +140,9 @@ def heal_command(config: Config) -> HealReport:
 def heal_once(config: Config, client: HealClient | None = None, stop: threading.Event | None = None) -> HealReport:
     """Finish the jobs under way, start jobs for newly healable tracks (daily cap), run them."""
     stop = stop or threading.Event()
+    if problem := library_problem(config.library.root, config.guard.marker):
+        log.warning("healing waits: %s", problem)  # never write into a vanished or unmounted library
+        return HealReport(error=problem)
     with State(config.state.dir) as state, heal_lock(state) as locked:
         if not locked:
             return HealReport(busy=True)
@@ -316,7 +319,7 @@ class Job:
                 index += 1
                 continue
             self.record(stage="verifying", server=server["host"], serverid=server["id"], bytes=total, total=total,
-                        last_error=None)
+                        rounds=0, last_error=None)
             return True
         return self._every_server_failed(failures)
 
@@ -425,6 +428,9 @@ class Job:
         if not self.temp.exists():  # renamed over the track's path before a crash
             self._finish_swap()
             return True
+        if problem := library_problem(self.config.library.root, self.config.guard.marker):
+            self.record(last_error=f"the swap waits for the library: {problem}")
+            return False
         from .heal_tags import carry_tags
 
         quarantine = Path(self.row["quarantine_path"]) if self.row["quarantine_path"] else None
@@ -599,12 +605,12 @@ class Healer:
 
 # --- status -----------------------------------------------------------------------------
 
-def track_stages(state: State) -> list[dict]:
+def track_stages(state: State, enabled: bool = True) -> list[dict]:
     """Each healing track's stage for ``poold status``: requested (accepted by POOL, no
-    job yet), queued, downloading (bytes), verifying, swapping, swapped, confirmed, or
-    waiting with a reason. Confirmed jobs older than a day are left out."""
+    job yet; only while healing is on), queued, downloading (bytes), verifying, swapping,
+    swapped, confirmed, or waiting with a reason. Confirmed jobs older than a day are left out."""
     since = time.time() - DAY
-    stages = [{"trackid": i.trackid, "path": i.path, "stage": "requested"} for i in state.healable()]
+    stages = [{"trackid": i.trackid, "path": i.path, "stage": "requested"} for i in state.healable()] if enabled else []
     stages += [public_job(job) for job in state.heal_jobs() if job["stage"] != "confirmed" or job["updated"] >= since]
     return stages
 

@@ -425,3 +425,35 @@ def test_the_demo_shows_the_whole_loop_and_heals():
     assert result.stdout.count("confirmed - verified and in place") == 4
     assert "each was fetched back, verified and swapped in (healed)" in result.stdout
     assert "4 media downloads and 4 download confirmations" in result.stdout
+
+
+def test_the_daily_cap_holds_tracks_back(healing, sandbox):
+    setup = healing(("mp3", "m4a", "flac"), damaged=(1001, 1002), heal="max_tracks_per_day = 1\n")
+    assert [job["trackid"] for job in heal_once(setup.config).jobs] == [1001]
+    assert heal_once(setup.config).jobs == []  # the next run: the cap still holds
+    with State(setup.config.state.dir) as state:
+        assert (1002, "requested") in [(s["trackid"], s["stage"]) for s in track_stages(state)]
+    assert setup.path(1002).read_bytes() == setup.damaged[1002]
+
+
+def test_the_bandwidth_cap_slows_the_download_down(healing, sandbox):
+    """A lower bound only (a loaded machine can only make it slower): at 100 kB/s, a
+    ~265 kB WAV takes at least ~2.4 s."""
+    setup = healing(("wav",), heal="max_bytes_per_second = 100000\n")
+    started = time.monotonic()
+    heal_once(setup.config)
+    assert time.monotonic() - started >= 0.9 * (len(setup.originals[1001]) - 65536) / 100_000
+    assert_healed(setup, 1001, sandbox)
+
+
+def test_nothing_is_written_while_the_library_is_gone(healing, sandbox):
+    setup = healing()
+    config = setup.config
+    moved = setup.library.root.with_name("unmounted")
+    setup.library.root.rename(moved)
+    report = heal_once(config)
+    assert report.error  # the library guard's message
+    assert not setup.library.root.exists() and sandbox.media_received == []
+    moved.rename(setup.library.root)
+    heal_once(config)
+    assert_healed(setup, 1001, sandbox)
