@@ -391,8 +391,8 @@ class Job:
         phrase = CAUSE_PHRASES.get(reason, f"failing the check ({reason})")
         if failures >= MAX_VERIFY_FAILURES:
             self.record(failures=failures)
-            self.temp.unlink(missing_ok=True)
             self.wait_for_person(f"the redownloaded copy is also {phrase}: {detail}")
+            self.temp.unlink(missing_ok=True)  # after recording: a crash between never fetches it again
             return False
         log.warning("track %d: the copy from %s is %s (%s); fetching it once more from another server",
                     self.trackid, self.row["server"], phrase, detail)
