@@ -309,9 +309,10 @@ SEED = 20261202
 
 
 def test_kill_9_at_random_moments_then_a_rerun_finishes_every_job(healing, sandbox):
-    """``poold heal`` as a real process, killed at 22 random moments (fixed seed) during
-    downloads (slowed media servers), swaps (a test-only pause between the swap's steps)
-    and confirmations (a slow /download/success), then run to completion.
+    """``poold heal`` as a real process, killed at 22 random moments (fixed seed): in turn
+    during a download (slowed media servers), a swap (a test-only pause between the
+    swap's steps) and a confirmation (a slow /download/success), at a random point
+    within 0.3 s of the phase starting; then run to completion.
 
     After every kill: a track's path holds the damaged file or the complete original,
     nothing else; when it holds the original, the quarantine holds the damaged copy.
@@ -327,7 +328,7 @@ def test_kill_9_at_random_moments_then_a_rerun_finishes_every_job(healing, sandb
     setup = healing(("wav",) * len(trackids), damaged=trackids)
     sandbox.media_rate = 300_000
     sandbox.success_delay = 0.3
-    env = {**os.environ, "POOLD_TEST_HEAL_STEP_DELAY": "0.15", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "POOLD_TEST_HEAL_STEP_DELAY": "0.2", "PYTHONPATH": str(Path(__file__).parents[1])}
     command = [sys.executable, "-m", "poold", "heal", "--config", str(setup.library.config_path)]
     rng = random.Random(SEED)
     healed_inode: dict[int, int] = {}
@@ -344,10 +345,13 @@ def test_kill_9_at_random_moments_then_a_rerun_finishes_every_job(healing, sandb
                 inode = setup.path(trackid).stat().st_ino
                 assert healed_inode.setdefault(trackid, inode) == inode, f"track {trackid} swapped twice"
 
-    for _ in range(KILLS):
+    phases = {"download": ("downloading",), "swap": ("swapping",), "confirm": ("swapped",)}
+    for number in range(KILLS):
+        phase = ("download", "swap", "confirm")[number % 3]
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(lambda: _heal_lock_held(setup.config.state.dir) or process.poll() is not None)
-        time.sleep(rng.uniform(0, 1.2))  # from the moment the process holds the heal lock: it is working
+        _wait_for(lambda: _any_job_in(setup, phases[phase]) or process.poll() is not None)
+        time.sleep(rng.uniform(0, 0.3))  # a random moment inside that phase
         process.send_signal(signal.SIGKILL)
         process.wait()
         with State(setup.config.state.dir) as state:
@@ -457,3 +461,8 @@ def test_nothing_is_written_while_the_library_is_gone(healing, sandbox):
     moved.rename(setup.library.root)
     heal_once(config)
     assert_healed(setup, 1001, sandbox)
+
+
+def _any_job_in(setup: Setup, stages: tuple[str, ...]) -> bool:
+    with State(setup.config.state.dir) as state:
+        return bool(state.heal_jobs(stages))
