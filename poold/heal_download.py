@@ -17,6 +17,7 @@ No message made here contains a token, a dl_token or a URL (a URL holds the dl_t
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import requests
+import urllib3
 
 from .errors import PoolError, RejectedError, TransientError
 from .redact import register_secret
@@ -43,6 +45,8 @@ CHUNK = 64 * 1024
 HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")  # a host name and port, nothing a URL could hide behind
 CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
 DL_TOKEN = re.compile(r"[0-9a-fA-F]{16,64}")
+MAX_ANSWER = 1 << 20  # an API answer is a few hundred bytes; more is not POOL's
+MAX_MEDIA = 8 << 30  # the largest media file fetched (music videos run to a few GB)
 
 
 class ServerFailed(Exception):
@@ -116,36 +120,42 @@ class HealClient:
         """``POST /download/success``: the download is complete."""
         form = {"trackid": str(trackid), "serverid": "" if serverid is None else str(serverid), "dl_token": dl_token}
         response = self._api("POST", SUCCESS, data=form)
-        if response.status_code != 200:
-            raise RejectedError(f"POOL did not take the download confirmation (HTTP {response.status_code})")
-        answer = _json(response)
+        if response.status != 200:
+            raise RejectedError(f"POOL did not take the download confirmation (HTTP {response.status})")
+        answer = response.json()
         if answer.get("result") != "success":
             raise RejectedError(f"POOL did not take the download confirmation: {str(answer.get('message'))[:200]}")
 
     def _api_get(self, path: str):
         response = self._api("GET", path)
-        if response.status_code in (400, 403, 404):
-            raise RejectedError(f"POOL refused {path.rsplit('/', 2)[-2]} for this track (HTTP {response.status_code})")
-        if response.status_code != 200:
-            raise TransientError(f"POOL answered HTTP {response.status_code} to {path.rsplit('/', 2)[-2]}")
-        return _json(response)
+        if response.status in (400, 403, 404):
+            raise RejectedError(f"POOL refused {path.rsplit('/', 2)[-2]} for this track (HTTP {response.status})")
+        if response.status != 200:
+            raise TransientError(f"POOL answered HTTP {response.status} to {path.rsplit('/', 2)[-2]}")
+        return response.json()
 
-    def _api(self, method: str, path: str, data: dict | None = None) -> requests.Response:
-        """One API call with the Bearer header; after a 401, once more with a new token."""
+    def _api(self, method: str, path: str, data: dict | None = None) -> _Answer:
+        """One API call with the Bearer header; after a 401, once more with a new token.
+        The answer's body is read up to :data:`MAX_ANSWER` bytes."""
         for attempt in (1, 2):
             try:
                 response = self.pool.session.request(
                     method, self.pool.config.base_url + path, data=data, headers=self._bearer(),
-                    timeout=self.pool.config.timeout, allow_redirects=False)
-            except requests.RequestException as exc:
-                raise TransientError(f"POOL could not be reached ({type(exc).__name__})") from None
-            if response.status_code == 401 and attempt == 1 and self.pool.tokens.refresh_after_401():
+                    timeout=self.pool.config.timeout, allow_redirects=False, stream=True)
+                with response:
+                    body = response.raw.read(MAX_ANSWER + 1, decode_content=True)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise TransientError(f"POOL could not be reached ({_cause(exc)})") from None
+            if len(body) > MAX_ANSWER:
+                raise TransientError(f"POOL's answer is larger than {MAX_ANSWER} bytes")
+            status = response.status_code
+            if status == 401 and attempt == 1 and self.pool.tokens.refresh_after_401():
                 continue
-            if response.status_code == 401:
+            if status == 401:
                 raise PoolError("POOL refused the access token (HTTP 401)")
-            if response.status_code in (408, 429) or response.status_code >= 500:
-                raise TransientError(f"POOL answered HTTP {response.status_code}")
-            return response
+            if status in (408, 429) or status >= 500:
+                raise TransientError(f"POOL answered HTTP {status}")
+            return _Answer(status, body)
         raise AssertionError("unreachable")
 
     def _bearer(self) -> dict[str, str]:
@@ -208,6 +218,8 @@ class HealClient:
         elif status != 206 or _start_of(response.headers.get("Content-Range")) != offset:
             raise ServerFailed(f"{host}: HTTP {status}" + (" with a range other than asked" if status == 206 else ""))
         expected = _expected_total(response, offset)
+        if expected is not None and expected > MAX_MEDIA:
+            raise ServerFailed(f"{host}: announces {expected} bytes, more than poold fetches")
         written = offset
         try:
             with open(target, "r+b" if offset else "wb") as out:
@@ -218,6 +230,8 @@ class HealClient:
                         raise Stopped()
                     out.write(chunk)
                     written += len(chunk)
+                    if written > (expected or MAX_MEDIA):
+                        raise ServerFailed(f"{host}: sent more bytes than it announced")
                     on_progress(written)
                     throttle.spend(len(chunk))
         except requests.RequestException as exc:
@@ -250,11 +264,18 @@ def _total_of(content_range: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
-def _json(response: requests.Response):
-    try:
-        return response.json()
-    except ValueError:
-        raise TransientError(f"POOL answered HTTP {response.status_code} with a body that is not JSON") from None
+@dataclass(frozen=True)
+class _Answer:
+    """An API answer, its body read within bounds."""
+
+    status: int
+    body: bytes
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise TransientError(f"POOL answered HTTP {self.status} with a body that is not JSON") from None
 
 
 def _cause(exc: BaseException) -> str:

@@ -125,11 +125,14 @@ class MediaFault:
     ``MEDIA_ERROR``             HTTP 500
     ``stalled(s)``              headers and half the body, then ``s`` seconds of
                                 silence before the connection closes
+    ``redirect(url)``           HTTP 302 to ``url`` (a client must not follow it with
+                                its Authorization header)
     ==========================  ======================================================
     """
 
     kind: str
     seconds: float = 0
+    location: str = ""
 
 
 TRUNCATED_FILE = MediaFault("truncated_file")
@@ -137,6 +140,11 @@ DROPPED = MediaFault("dropped")
 CORRUPTED = MediaFault("corrupted")
 NOT_FOUND = MediaFault("not_found")
 MEDIA_ERROR = MediaFault("media_error")
+
+
+def redirect(location: str) -> MediaFault:
+    """Answer 302 with ``Location: location``."""
+    return MediaFault("redirect", location=location)
 
 
 def stalled(seconds: float) -> MediaFault:
@@ -552,6 +560,8 @@ class Sandbox:
             return rejected.reply, None, None
         with self._lock:
             fault = self._media_faults.popleft() if self._media_faults else None
+        if fault is not None and fault.kind == "redirect":
+            return _Reply(302, {"message": "moved"}, {"Location": fault.location}), None, fault
         if fault is not None and fault.kind in ("not_found", "media_error"):
             status = 404 if fault.kind == "not_found" else 500
             return _error(status, "no such file" if status == 404 else "internal server error"), None, fault

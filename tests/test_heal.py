@@ -20,7 +20,7 @@ from poold.heal import heal_once, prune_quarantine, track_stages
 from poold.heal_download import HealClient
 from poold.integrity import check_file
 from poold.pool import PoolClient
-from poold.sandbox import CORRUPTED, DROPPED, MEDIA_ERROR, NOT_FOUND, TRUNCATED_FILE, partial, stalled
+from poold.sandbox import CORRUPTED, DROPPED, MEDIA_ERROR, NOT_FOUND, TRUNCATED_FILE, Sandbox, partial, redirect, stalled
 from poold.state import State
 
 HEAL = "[heal]\nenabled = true\nallow_plain_http = true\n"
@@ -230,6 +230,40 @@ def test_plain_http_is_used_only_when_allowed(healing, sandbox):
     assert setup.path(1001).read_bytes() == setup.damaged[1001]
 
 
+def test_a_redirect_is_not_followed_and_no_other_host_sees_the_header(healing, sandbox):
+    setup = healing()
+    with Sandbox(userid=USERID) as elsewhere:
+        sandbox.media_fault(redirect(f"http://{elsewhere.media_hosts[0]}/pool/v5/download/{'0' * 32}"))
+        heal_once(setup.config)
+        assert elsewhere.media_received == [] and elsewhere.received == []
+    assert_healed(setup, 1001, sandbox)
+    assert [r.status for r in sandbox.media_received] == [302, 200]
+    assert all(r.host in sandbox.media_hosts for r in sandbox.media_received)
+
+
+def test_the_manifest_gets_the_new_size_and_hash_with_update_manifest(healing, sandbox):
+    """Carried-over tags change the bytes: with update_manifest, the row follows, so a
+    later --verify audit does not call the healed file changed."""
+    setup = healing(damaged=(), audit=False, sha256=True)
+    setup.library.write_config(sandbox.base_url, HEAL)
+    text = setup.library.config_path.read_text().replace('manifest = "manifest.json"\n',
+                                                         'manifest = "manifest.json"\nupdate_manifest = true\n')
+    setup.library.config_path.write_text(text)
+    path = setup.path(1001)
+    tags = ID3(path)
+    tags.add(TKEY(encoding=3, text=["5A"]))
+    tags.save(path)
+    media.truncate(str(path), 0.6)
+    app.run_audit(setup.config, request=True)
+    heal_once(setup.config)
+    assert setup.job(1001)["stage"] == "confirmed" and str(ID3(path)["TKEY"]) == "5A"
+    row = json.loads(setup.library.manifest.read_text())["tracks"][0]
+    assert row["size"] == path.stat().st_size != len(setup.originals[1001])
+    assert row["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    options = app.scan_options(setup.config, verify=True, full=True)
+    assert [(p.trackid, p.reason) for p in app.run_audit(setup.config, options=options).report.problems] == []
+
+
 def test_only_tracks_whose_request_pool_accepted_in_full_are_healed(healing, sandbox):
     setup = healing(("mp3", "m4a"), damaged=(1001, 1002), audit=False)
     sandbox.fault(partial(1))
@@ -273,6 +307,8 @@ def test_heal_command_exit_codes(healing, sandbox, capsys):
     sandbox.media_fault(TRUNCATED_FILE, TRUNCATED_FILE)
     assert main(["heal", "--config", config]) == 1  # a track waits for a person
     assert "waiting" in capsys.readouterr().out
+    assert main(["heal", "--config", config, "--json"]) == 0  # nothing left to do
+    assert json.loads(capsys.readouterr().out) == {"busy": False, "error": None, "jobs": []}
     setup.library.write_config(sandbox.base_url, "")
     assert main(["heal", "--config", config]) == 2  # healing is off
     assert "enabled = true" in capsys.readouterr().err
