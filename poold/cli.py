@@ -320,11 +320,13 @@ def cmd_heal(args) -> int:
         print(json.dumps(report.as_json(), indent=2))
     elif report.busy:
         print("Another poold process is healing; its jobs show in `poold status`.")
+    elif report.error:
+        print(f"Healing waits, nothing was written: {report.error}")
     else:
         print(f"Healing: {len(report.jobs)} track(s) worked on" + ("." if report.jobs else " (nothing to fetch)."))
         for job in report.jobs:
             print("  " + describe_stage(job))
-    return EXIT_PROBLEMS if report.waiting else EXIT_OK
+    return EXIT_PROBLEMS if report.waiting or report.error else EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------

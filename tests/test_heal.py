@@ -24,7 +24,7 @@ from poold.sandbox import CORRUPTED, DROPPED, MEDIA_ERROR, NOT_FOUND, TRUNCATED_
 from poold.state import State
 
 HEAL = "[heal]\nenabled = true\nallow_plain_http = true\n"
-FILE_TYPES = {"mp3": "mp3", "m4a": "m4a", "wav": "wav", "flac": "flac"}
+FILE_TYPES = {"mp3": "mp3", "m4a": "m4a", "m4a_faststart": "m4a", "wav": "wav", "flac": "flac"}
 
 
 @dataclasses.dataclass
@@ -288,6 +288,34 @@ def test_tags_of_the_damaged_file_are_carried_over_and_the_audio_is_unchanged(he
     assert check_file(path).status == "ok"
     assert _audio_after_id3(path.read_bytes()) == _audio_after_id3(setup.originals[1001])
     assert setup.job(1001)["stage"] == "confirmed"
+
+
+@pytest.mark.parametrize("kind", ["m4a_faststart", "flac"])
+def test_mp4_freeform_atoms_and_vorbis_comments_are_carried_over(healing, sandbox, kind):
+    import mutagen
+
+    setup = healing((kind,), damaged=(), audit=False)
+    path = setup.path(1001)
+    tagged = mutagen.File(path)
+    key = "----:com.serato.dj:markersv2" if kind != "flac" else "serato_markers_v2"
+    value = [mutagen.mp4.MP4FreeForm(b"cue points")] if kind != "flac" else ["cue points"]
+    tagged.tags[key] = value
+    tagged.save()
+    (media.zero_tail if kind != "flac" else media.truncate)(str(path), 0.3 if kind != "flac" else 0.6)
+    setup.damaged[1001] = path.read_bytes()
+    assert check_file(path).status == "corrupt"
+    app.run_audit(setup.config, request=True)
+    heal_once(setup.config)
+    assert setup.job(1001)["stage"] == "confirmed"
+    healed = mutagen.File(path)
+    assert list(healed.tags[key]) == value and check_file(path).status == "ok"
+    assert abs(check_file(path).duration - check_file(_original(setup, 1001)).duration) < 1e-6
+
+
+def _original(setup: Setup, trackid: int) -> Path:
+    copy = setup.library.folder / f"original{setup.path(trackid).suffix}"
+    copy.write_bytes(setup.originals[trackid])
+    return copy
 
 
 def test_status_shows_each_tracks_stage(healing, sandbox, capsys):
