@@ -56,7 +56,7 @@ from .filing import CAUSE_PHRASES, DAY
 from .integrity import check_file
 from .manifest import Track, read_manifest
 from .scan import _duration_mismatch, library_problem
-from .state import Incident, State
+from .state import State
 
 if TYPE_CHECKING:
     from .heal_download import HealClient, Throttle
