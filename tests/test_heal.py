@@ -530,3 +530,25 @@ def test_nothing_is_written_while_the_library_is_gone(healing, sandbox):
 def _any_job_in(setup: Setup, stages: tuple[str, ...]) -> bool:
     with State(setup.config.state.dir) as state:
         return bool(state.heal_jobs(stages))
+
+
+def test_heal_config_defaults_and_the_ignored_files(tmp_path):
+    from poold.config import ConfigError, load
+    from poold.watch import is_ignored
+
+    path = tmp_path / "config.toml"
+    path.write_text('[library]\nroot = "lib"\nmanifest = "m.json"\n[watch]\nignore = ["*.part"]\n')
+    config = load(path)
+    assert (config.heal.enabled, config.heal.allow_plain_http, config.heal.max_parallel, config.heal.keep_days,
+            config.heal.max_bytes_per_second) == (False, False, 2, 30, 0)
+    assert config.quarantine == tmp_path / "lib" / ".poold-quarantine"
+    for healing_file in (".poold-heal-1001.mp3", "Crate/.poold-heal-tags-7.flac",
+                         ".poold-quarantine/20261202-004936-1/Crate/x.mp3"):
+        assert is_ignored(healing_file, config.watch.ignore), healing_file
+    assert not is_ignored("Crate/x.mp3", config.watch.ignore)
+
+    path.write_text('[library]\nroot = "lib"\nmanifest = "m.json"\n[heal]\nquarantine = "lib/Q"\n')
+    assert is_ignored("Q/20261202-004936-1/x.mp3", load(path).watch.ignore)
+    path.write_text('[library]\nroot = "lib"\nmanifest = "m.json"\n[heal]\nmax_parallel = 0\n')
+    with pytest.raises(ConfigError, match=r"\[heal\] max_parallel"):
+        load(path)
