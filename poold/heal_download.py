@@ -92,10 +92,15 @@ class Throttle:
 class HealClient:
     """The download flow over a PoolClient's session and tokens."""
 
-    def __init__(self, pool: PoolClient, allow_plain_http: bool = False, read_timeout: float | None = None):
+    MIN_RATE = 1024.0  # bytes/s: a slower media server is given up for the next
+    WINDOW = 60.0  # seconds the rate is averaged over
+
+    def __init__(self, pool: PoolClient, allow_plain_http: bool = False, read_timeout: float | None = None,
+                 min_rate: float = MIN_RATE, window: float = WINDOW):
         self.pool = pool
         self.allow_plain_http = allow_plain_http
         self.read_timeout = read_timeout or pool.config.timeout
+        self.min_rate, self.window = min_rate, window
         self.schemes: dict[str, str] = {}  # host -> the scheme that worked: https is probed once a host
 
     # -- the API --
@@ -221,11 +226,12 @@ class HealClient:
         if expected is not None and expected > MAX_MEDIA:
             raise ServerFailed(f"{host}: announces {expected} bytes, more than poold fetches")
         written = offset
+        pace = _Pace(min(self.min_rate, throttle.rate / 4) if throttle.rate else self.min_rate, self.window)
         try:
             with open(target, "r+b" if offset else "wb") as out:
                 out.seek(offset)
                 out.truncate()
-                for chunk in response.iter_content(CHUNK):
+                for chunk in _chunks(response):
                     if stop.is_set():
                         raise Stopped()
                     out.write(chunk)
@@ -234,11 +240,41 @@ class HealClient:
                         raise ServerFailed(f"{host}: sent more bytes than it announced")
                     on_progress(written)
                     throttle.spend(len(chunk))
-        except requests.RequestException as exc:
+                    if pace.too_slow(written):
+                        raise ServerFailed(f"{host}: slower than {pace.min_rate:g} bytes/s over {pace.window:g} s")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ServerFailed(f"{host}: the download broke off at byte {written} ({_cause(exc)})") from None
         if expected is not None and written != expected:
             raise ServerFailed(f"{host}: the download ended at byte {written} of {expected}")
         return written
+
+
+def _chunks(response: requests.Response):
+    """The body as it arrives, up to :data:`CHUNK` bytes at a time: ``read1`` returns
+    whatever has arrived, so a server that trickles bytes is still measured (a plain
+    ``read`` would wait for a whole chunk, each byte within the read timeout)."""
+    raw = response.raw
+    read = getattr(raw, "read1", None) or raw.read  # read1: urllib3 2
+    while chunk := read(CHUNK, decode_content=True):
+        yield chunk
+
+
+class _Pace:
+    """The low-speed rule: at least ``min_rate`` bytes/s averaged over each ``window``."""
+
+    def __init__(self, min_rate: float, window: float, clock=time.monotonic):
+        self.min_rate, self.window, self.clock = min_rate, window, clock
+        self._since, self._at = clock(), None
+
+    def too_slow(self, written: int) -> bool:
+        now = self.clock()
+        if self._at is None:
+            self._at = written
+        if now - self._since < self.window:
+            return False
+        slow = (written - self._at) / (now - self._since) < self.min_rate
+        self._since, self._at = now, written
+        return slow
 
 
 class _SchemeRefused(Exception):

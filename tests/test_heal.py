@@ -552,3 +552,19 @@ def test_heal_config_defaults_and_the_ignored_files(tmp_path):
     path.write_text('[library]\nroot = "lib"\nmanifest = "m.json"\n[heal]\nmax_parallel = 0\n')
     with pytest.raises(ConfigError, match=r"\[heal\] max_parallel"):
         load(path)
+
+
+def test_a_server_that_trickles_is_given_up_for_the_next(healing, sandbox):
+    """The low-speed rule, scaled down: a client that wants 150 kB/s averaged over 0.3 s
+    gives up on servers sending 40 kB/s (each byte well within the read timeout)."""
+    setup = healing(("wav",))
+    sandbox.media_rate = 40_000
+    pool = PoolClient(setup.config.pool)
+    heal_once(setup.config, client=HealClient(pool, allow_plain_http=True, min_rate=150_000, window=0.3))
+    job = setup.job(1001)
+    assert job["stage"] == "downloading" and job["last_error"].count("slower than") == 2
+    assert setup.path(1001).read_bytes() == setup.damaged[1001]
+    sandbox.media_rate = None
+    heal_once(setup.config)  # the next run resumes what arrived
+    assert_healed(setup, 1001, sandbox)
+    assert sandbox.media_received[-1].range_start
