@@ -425,15 +425,17 @@ class Job:
         return str(self._quarantine_folder() / self.track.path) if self.target.exists() else None
 
     def swap(self) -> bool:
-        if not self.temp.exists():  # renamed over the track's path before a crash
-            self._finish_swap()
-            return True
+        if not self.temp.exists():
+            return self._after_lost_temp()
         if problem := library_problem(self.config.library.root, self.config.guard.marker):
             self.record(last_error=f"the swap waits for the library: {problem}")
             return False
         from .heal_tags import carry_tags
 
         quarantine = Path(self.row["quarantine_path"]) if self.row["quarantine_path"] else None
+        if quarantine is None and self.target.exists():  # a file appeared where the track was missing
+            quarantine = self._quarantine_folder() / self.track.path
+            self.record(quarantine_path=str(quarantine))
         if quarantine is not None and self.target.exists():
             carried = carry_tags(self.target, self.temp)
             if carried:
@@ -447,6 +449,15 @@ class Job:
         _remember_own_write(str(self.target))
         _test_pause()
         self._finish_swap()
+        return True
+
+    def _after_lost_temp(self) -> bool:
+        """No new copy beside the track: renamed into place before a crash (the file there
+        checks ok), or removed by hand (then it is fetched again)."""
+        if self.target.exists() and check_file(self.target).status == "ok":
+            self._finish_swap()
+        else:
+            self.record(stage="queued", bytes=0, last_error="the verified copy vanished before the swap")
         return True
 
     def _finish_swap(self) -> None:

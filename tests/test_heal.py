@@ -568,3 +568,25 @@ def test_a_server_that_trickles_is_given_up_for_the_next(healing, sandbox):
     heal_once(setup.config)  # the next run resumes what arrived
     assert_healed(setup, 1001, sandbox)
     assert sandbox.media_received[-1].range_start
+
+
+def test_a_new_copy_removed_before_the_swap_is_fetched_again_not_assumed_swapped(healing, sandbox, monkeypatch):
+    """Recovery tells a swap done before a crash (the file at the path checks ok) from a
+    new copy that vanished (removed by hand): the damaged track is not marked healed."""
+    from poold.heal import Job
+    from poold.heal_download import Stopped
+
+    setup = healing()
+    real_swap = Job.swap
+
+    def crash_before_swapping(job):
+        raise Stopped()
+
+    monkeypatch.setattr(Job, "swap", crash_before_swapping)
+    heal_once(setup.config)
+    assert setup.job(1001)["stage"] == "swapping"
+    setup.path(1001).with_name(".poold-heal-1001.mp3").unlink()
+    monkeypatch.setattr(Job, "swap", real_swap)
+    heal_once(setup.config)
+    assert_healed(setup, 1001, sandbox)
+    assert len([r for r in sandbox.media_received if r.status == 200]) == 2
