@@ -323,7 +323,7 @@ def cmd_heal(args) -> int:
     elif report.error:
         print(f"Healing waits, nothing was written: {report.error}")
     else:
-        print(f"Healing: {len(report.jobs)} track(s) worked on" + ("." if report.jobs else " (nothing to fetch)."))
+        print(f"Healing: {len(report.jobs)} track(s) worked on:" if report.jobs else "Healing: nothing to fetch.")
         for job in report.jobs:
             print("  " + describe_stage(job))
     return EXIT_PROBLEMS if report.waiting or report.error else EXIT_OK
