@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import filing
+from . import filing, heal
 from .config import Config
 from .integrity import check_file
 from .errors import PoolError
@@ -162,4 +162,5 @@ def status(config: Config, now: float | None = None) -> dict:
                       "left": max(0, config.requests.max_tracks_per_day - used)},
             "last_audit": state.last_audit(),
             "daemon": state.note("daemon"),
+            "healing": heal.track_stages(state, config.heal.enabled),
         }

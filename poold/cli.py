@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                      cmd_status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
 
+    heal = command("heal", "fetch requeued tracks back, verify them, swap them in",
+                   "Fetch the tracks POOL requeued at poold's request, verify each copy and swap it in "
+                   "(needs [heal] enabled = true). Exit 1 when a track waits for a person.", cmd_heal)
+    heal.add_argument("--json", action="store_true", help="print one JSON document")
+
     command("run", "run as a background service: watch the library, file requests",
             "Check the library, watch it for changes and file requests until stopped (SIGTERM).", cmd_run)
 
@@ -213,6 +218,21 @@ def cmd_status(args) -> int:
         report.print_status(summary)
     return EXIT_OK
 
+
+# --- heal ----------------------------------------------------------------------------
+
+def cmd_heal(args) -> int:
+    from .heal import heal_command
+
+    outcome = heal_command(config_from(args))
+    if args.json:
+        print(json.dumps(outcome.as_json(), indent=2))
+    else:
+        report.print_heal(outcome)
+    return EXIT_PROBLEMS if outcome.waiting or outcome.error else EXIT_OK
+
+
+# --- run -----------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
     from .daemon import run_daemon

@@ -10,6 +10,7 @@ files are read only when first needed (to file a request), not when the config l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.promoonly.com"
 DEFAULT_EXTENSIONS = (".mp3", ".mp4", ".m4a", ".m4v", ".mov", ".flac", ".ogg", ".oga", ".opus", ".wav", ".aif", ".aiff", ".aifc")
 SECRET_NAMES = ("api_key", "api_secret", "token")
-DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.download", "*.tmp", ".~*", "*.!qB", "*.partial", "~*", ".*.swp")
+DEFAULT_IGNORE = ("*.part", "*.crdownload", "*.download", "*.tmp", ".~*", "*.!qB", "*.partial", "~*", ".*.swp",
+                  ".poold-heal-*", ".poold-quarantine/*")
+HEAL_TEMP_PATTERN = ".poold-heal-*"  # healing's downloads in progress: always ignored
+DEFAULT_QUARANTINE = ".poold-quarantine"  # relative to the library root
 
 
 class ConfigError(Exception):
@@ -143,6 +147,19 @@ class GuardConfig:
 
 
 @dataclass(frozen=True)
+class HealConfig:
+    """Healing (poold/heal.py): fetch requeued tracks back, verify them, swap them in."""
+
+    enabled: bool = False
+    allow_plain_http: bool = False
+    quarantine: Path | None = None  # None: <library root>/.poold-quarantine
+    keep_days: float = 30.0
+    max_parallel: int = 2
+    max_bytes_per_second: int = 0  # 0: no cap
+    max_tracks_per_day: int = 200
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     library: LibraryConfig
@@ -152,6 +169,11 @@ class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    heal: HealConfig = field(default_factory=HealConfig)
+
+    @property
+    def quarantine(self) -> Path:
+        return self.heal.quarantine or self.library.root / DEFAULT_QUARANTINE
 
 
 # --- platform locations -------------------------------------------------------------
@@ -226,6 +248,8 @@ class _Parser:
         "scan": {"workers"},
         "watch": {"mode", "settle_seconds", "rescan_interval", "ignore"},
         "guard": {"marker", "max_missing_fraction"},
+        "heal": {"enabled", "allow_plain_http", "quarantine", "keep_days", "max_parallel", "max_bytes_per_second",
+                 "max_tracks_per_day"},
     }
 
     def __init__(self, path: Path, text: str):
@@ -267,15 +291,18 @@ class _Parser:
         pool = self.pool(data.get("pool", {}))
         if self._holds_inline_secret(data.get("pool", {})):
             warn_if_readable_by_others(self.path)
+        library = self.library(data["library"])
+        heal = self.heal(data.get("heal", {}))
         return Config(
             path=self.path,
-            library=self.library(data["library"]),
+            library=library,
             state=StateConfig(dir=self.path_value("state", "dir", data.get("state", {}).get("dir")) or default_state_dir()),
             pool=pool,
             requests=self.requests(data.get("requests", {})),
             scan=ScanConfig(workers=self.integer("scan", "workers", data.get("scan", {}), 0, minimum=0)),
-            watch=self.watch(data.get("watch", {})),
+            watch=with_heal_ignored(self.watch(data.get("watch", {})), library.root, heal.quarantine),
             guard=self.guard(data.get("guard", {})),
+            heal=heal,
         )
 
     # -- typed getters --
@@ -398,6 +425,32 @@ class _Parser:
         if not 0 < fraction <= 1:
             self.fail("guard", "max_missing_fraction", "must be more than 0 and at most 1")
         return GuardConfig(marker=self.string("guard", "marker", table, None), max_missing_fraction=fraction)
+
+
+    def heal(self, table: dict) -> HealConfig:
+        keep_days = self.number("heal", "keep_days", table, 30.0)
+        if keep_days < 0:
+            self.fail("heal", "keep_days", "must be 0 or more days")
+        return HealConfig(
+            enabled=self.boolean("heal", "enabled", table, False),
+            allow_plain_http=self.boolean("heal", "allow_plain_http", table, False),
+            quarantine=self.path_value("heal", "quarantine", table.get("quarantine")),
+            keep_days=keep_days,
+            max_parallel=self.integer("heal", "max_parallel", table, 2),
+            max_bytes_per_second=self.integer("heal", "max_bytes_per_second", table, 0, minimum=0),
+            max_tracks_per_day=self.integer("heal", "max_tracks_per_day", table, 200, minimum=0),
+        )
+
+
+def with_heal_ignored(watch: WatchConfig, root: Path, quarantine: Path | None) -> WatchConfig:
+    """The watch settings with healing's own files ignored whatever ``[watch] ignore`` says:
+    its downloads in progress, and the quarantine folder when it is inside the library."""
+    folder = quarantine or root / DEFAULT_QUARANTINE
+    patterns = [HEAL_TEMP_PATTERN]
+    if folder.is_relative_to(root) and folder != root:
+        patterns.append(folder.relative_to(root).as_posix() + "/*")
+    missing = tuple(p for p in patterns if p not in watch.ignore)
+    return dataclasses.replace(watch, ignore=watch.ignore + missing) if missing else watch
 
 
 def warn_if_readable_by_others(path: Path) -> None:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import app, filing
+from . import app, filing, heal
 from .config import Config, ConfigError, load
 from .integrity.base import CORRUPT, OK
 from .manifest import ManifestError, Track, read_manifest, rewrite_manifest
@@ -321,6 +321,7 @@ class Daemon:
         self.settler = Settler(self.config.watch.settle_seconds)
         self.watcher: LibraryWatcher | None = None
         self.drainer = Drainer(self.config, self.post)
+        self.healer = heal.Healer(self.config) if self.config.heal.enabled else None  # opt-in
         self.backoff = Backoff()
         self.confirmed: set[int] = set()  # tracks judged broken after settling, by this process
         self.announced: set[int] = set()  # dry run: tracks already reported as "would request"
@@ -373,6 +374,9 @@ class Daemon:
         self.state = State(self.config.state.dir)  # requests interrupted by a crash: filing.drain resends them
         self._reload_manifest(judge_changes=False)
         self.drainer.start()
+        if self.healer:
+            self.healer.start()
+            self.healer.kick()  # finish jobs a restart interrupted
         self._check_health(time.monotonic())
         self._kick_drain(time.monotonic())
         self._publish()
@@ -390,6 +394,8 @@ class Daemon:
             log.warning("%d request(s) in flight rolled back to pending: they are sent again at the next start", rolled)
         if self.check_thread is not None:
             self.check_thread.join(SHUTDOWN_CHECK_WAIT)
+        if self.healer:
+            self.healer.stop(SHUTDOWN_DRAIN_WAIT)  # a download in progress resumes at the next start
         self._publish(state="stopped", status="stopped")
         self.state.close()
         self.notifier.close()
@@ -556,6 +562,8 @@ class Daemon:
     def _touch(self, path: str, now: float) -> bool:
         """Start or restart the settle time of a path; False for a path poold does not care about."""
         relative = self._relative(path)
+        if heal.is_own_write(path):
+            return False  # a healed copy renamed into place: poold verified it already
         if path != str(self.config.library.manifest):
             if relative is None or is_ignored(relative, self.config.watch.ignore):
                 return False
@@ -862,6 +870,8 @@ class Daemon:
         elif result.outcome == "ok":
             self.backoff.reset()
             self.pool_problem = None
+            if self.healer:
+                self.healer.kick()  # requests POOL accepted: their tracks can be fetched back
 
     # -- status --
 

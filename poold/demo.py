@@ -3,6 +3,8 @@
 The library is built from small real recordings that ship with poold (encoded by
 FFmpeg: MP3, AAC in M4A, FLAC, Ogg Vorbis, an H.264 music video) plus a WAV written
 here; one track is deleted and three are damaged the ways downloads really fail.
+poold finds them, requests them, then heals them: fetches each requeued track back
+from the sandbox's media servers, verifies it and swaps it in.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from importlib import resources
 from pathlib import Path
 
 from . import app
-from .report import print_audit
+from .report import describe_stage, print_audit
 from .config import load
+from .heal import heal_once
+from .integrity import check_file
 from .sandbox import Sandbox
 
 USERID = 4242
@@ -40,36 +44,69 @@ DELETED = 356115
 TRUNCATED = 356111
 ZERO_FILLED = 356120
 HTML_PAGE = 356140
+FILE_TYPES = {".mp3": "mp3", ".m4a": "m4a", ".mp4": "720 mp4", ".flac": "flac", ".ogg": "ogg", ".wav": "wav"}
 HTML = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>\n"
 
 
 def run_demo(keep: bool = False) -> int:
-    """Build, damage, audit, request; print it all. 0 when poold found and filed exactly the damage."""
+    """Build, damage, audit, request, heal; print it all. 0 when poold found and filed
+    exactly the damage and every damaged track is back, verified, in its place."""
     workdir = Path(tempfile.mkdtemp(prefix="poold-demo-"))
     try:
         with Sandbox(userid=USERID, api_key=API_KEY, api_secret=API_SECRET,
                      known_tracks=[t[0] for t in TRACKS]) as sandbox:
+            originals = register_originals(sandbox)
             config_path = build(workdir, sandbox.base_url)
             print(f"Demo library: {workdir / 'library'} ({len(TRACKS)} tracks)")
             print(f"Damage done: deleted {DELETED}, truncated {TRUNCATED}, zero-filled the tail of "
                   f"{ZERO_FILLED}, replaced {HTML_PAGE} with an HTML error page\n")
-            outcome = app.run_audit(load(config_path), request=True)
+            config = load(config_path)
+            outcome = app.run_audit(config, request=True)
             print_audit(outcome)
             print(f"\nThe POOL sandbox at {sandbox.base_url} received:")
             for received in sandbox.received:
                 print(f"  {received.method} {received.path} -> HTTP {received.status}: {json.dumps(received.form)}")
             requeued = set(sandbox.requeued)
+            print("\nHealing: fetching the requeued tracks back from the sandbox's media servers...")
+            healed = heal(config, originals)
+            print(f"The sandbox received {len(sandbox.media_received)} media downloads and "
+                  f"{len(sandbox.successes)} download confirmations.")
         expected = {DELETED, TRUNCATED, ZERO_FILLED, HTML_PAGE}
         found = {p.trackid for p in outcome.report.problems}
-        print("\nResult: " + ("every damaged track was found and requeued, no others."
-                              if found == requeued == expected else
-                              f"UNEXPECTED: found {sorted(found)}, requeued {sorted(requeued)}"))
-        return 0 if found == requeued == expected else 1
+        worked = found == requeued == healed == expected
+        print("\nResult: " + ("every damaged track was found and requeued, no others; each was fetched back, "
+                              "verified and swapped in (healed)."
+                              if worked else
+                              f"UNEXPECTED: found {sorted(found)}, requeued {sorted(requeued)}, healed {sorted(healed)}"))
+        return 0 if worked else 1
     finally:
         if keep:
             print(f"(kept {workdir})")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def register_originals(sandbox: Sandbox) -> dict[int, bytes]:
+    """Give the sandbox each track's original bytes, as POOL would send them; return them."""
+    originals = {}
+    for trackid, relative, seed in TRACKS:
+        originals[trackid] = seed_bytes(seed) if seed else sine_wav()
+        sandbox.register_media(trackid, originals[trackid], FILE_TYPES[Path(relative).suffix])
+    return originals
+
+
+def heal(config, originals: dict[int, bytes]) -> set[int]:
+    """Run one heal; print each track's outcome; the tracks now back, whole, in place."""
+    report = heal_once(config)
+    healed = set()
+    for job in report.jobs:
+        path = config.library.root / job["path"]
+        whole = path.exists() and path.read_bytes() == originals[job["trackid"]] and check_file(path).status == "ok"
+        print(f"  {describe_stage(job)}" + (" - verified and in place" if whole else ""))
+        if whole and job["stage"] == "confirmed":
+            healed.add(job["trackid"])
+    print(f"Damaged copies kept in {config.quarantine} (see README, Healing, to undo)")
+    return healed
 
 
 def build(workdir: Path, base_url: str) -> Path:
@@ -88,7 +125,8 @@ def build(workdir: Path, base_url: str) -> Path:
         "[library]\nroot = \"library\"\nmanifest = \"manifest.json\"\n\n"
         f"[pool]\nbase_url = \"{base_url}\"\nuserid = {USERID}\n"
         f"api_key = \"{API_KEY}\"\napi_secret = \"{API_SECRET}\"\n\n"
-        "[state]\ndir = \"state\"\n"
+        "[state]\ndir = \"state\"\n\n"
+        "[heal]\nenabled = true\nallow_plain_http = true  # the sandbox's media servers are plain http on 127.0.0.1\n"
     )
     config.chmod(0o600)
     return config

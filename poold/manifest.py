@@ -514,6 +514,38 @@ def _rewrite_csv(text: str, moves: dict[int, str]) -> str:
     return out.getvalue()
 
 
+def update_rows(path: Path, fields: dict[int, dict[str, object]]) -> None:
+    """Set fields of tracks' rows (healing's new ``size`` and ``sha256``), atomically, in
+    the manifest's own format; only fields a row (or a CSV header) already has."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        text = f.read()
+    kind = FORMATS[path.suffix.lower()]
+    if kind == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=reader.fieldnames, lineterminator="\r\n" if "\r\n" in text else "\n")
+        writer.writeheader()
+        for row in reader:
+            row.update({k: v for k, v in fields.get(_row_id(row), {}).items() if k in row})
+            writer.writerow(row)
+        _replace_atomically(path, out.getvalue())
+        return
+    def patch(row: object) -> object:
+        if isinstance(row, dict) and _row_id(row) in fields:
+            row.update({k: v for k, v in fields[_row_id(row)].items() if k in row})
+        return row
+
+    if kind == "jsonl":
+        lines = [json.dumps(patch(row), ensure_ascii=False) + "\n"
+                 if line.strip() and _row_id(row := json.loads(line)) in fields else line
+                 for line in text.splitlines(keepends=True)]
+        _replace_atomically(path, "".join(lines))
+        return
+    document = json.loads(text)
+    document["tracks"] = [patch(row) for row in document["tracks"]]
+    _replace_atomically(path, json.dumps(document, indent=2 if "\n" in text.strip() else None, ensure_ascii=False) + "\n")
+
+
 def _replace_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.stem}.poold-tmp{path.suffix}")
     try:

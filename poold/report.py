@@ -199,3 +199,35 @@ def print_status(summary: dict, out: TextIO | None = None) -> None:
     out.write(f"Pending requests: {len(summary['pending_requests']):,}\n")
     for entry in summary["pending_requests"]:
         out.write("  " + describe_request(entry) + "\n")
+    if summary.get("healing"):
+        out.write("Healing:\n")
+        for entry in summary["healing"]:
+            out.write("  " + describe_stage(entry) + "\n")
+
+
+def print_heal(outcome, out: TextIO | None = None) -> None:
+    """What one ``poold heal`` run did (a :class:`poold.heal.HealReport`)."""
+    out = out or sys.stdout
+    if outcome.busy:
+        out.write("Another poold process is healing; its jobs show in `poold status`.\n")
+    elif outcome.error:
+        out.write(f"Healing waits, nothing was written: {outcome.error}\n")
+    elif not outcome.jobs:
+        out.write("Healing: nothing to fetch.\n")
+    else:
+        out.write(f"Healing: {plural(len(outcome.jobs), 'track')} worked on:\n")
+        for job in outcome.jobs:
+            out.write("  " + describe_stage(job) + "\n")
+
+
+def describe_stage(entry: dict) -> str:
+    """One line for a track's healing stage."""
+    stage = entry["stage"]
+    if stage == "downloading":
+        total = f" of {entry['total']:,}" if entry.get("total") else ""
+        stage += f" ({entry.get('bytes') or 0:,}{total} bytes)"
+    elif stage == "waiting":
+        stage += f": {entry['reason']}"
+    elif entry.get("last_error") and stage not in ("confirmed",):
+        stage += f" (last try: {entry['last_error']})"
+    return f"{entry['trackid']} {entry['path']}: {stage}"

@@ -100,10 +100,38 @@ CREATE TABLE IF NOT EXISTS locations (
 );
 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- Healing: one job per incident whose redownload request POOL accepted (poold/heal.py).
+CREATE TABLE IF NOT EXISTS heal_jobs (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL UNIQUE REFERENCES incidents(id),
+    trackid INTEGER NOT NULL,
+    path TEXT NOT NULL,            -- where the track belongs, relative to the library root
+    stage TEXT NOT NULL,           -- queued | downloading | verifying | swapping | swapped | confirmed | waiting
+    reason TEXT,                   -- why it waits for a person (stage waiting)
+    file_type TEXT,                -- what POOL queued: mp3 | m4a | wav | 720 mp4 ...
+    dl_token TEXT,                 -- the download token, also needed by /download/success
+    servers TEXT,                  -- JSON [{"host", "id"}] of the queue answer
+    server TEXT,                   -- the media host the copy came from
+    serverid INTEGER,
+    temp_path TEXT,                -- absolute path of the download in progress
+    bytes INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    quarantine_path TEXT,          -- where the damaged copy goes (recorded before it moves)
+    failures INTEGER NOT NULL DEFAULT 0,  -- copies that failed verification
+    rounds INTEGER NOT NULL DEFAULT 0,    -- download rounds in which every server failed
+    last_error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS heal_jobs_stage ON heal_jobs(stage);
 """
 
 FINAL_REQUEST_STATES = ("accepted", "partial", "rejected", "split")
 ANSWERED_STATES = ("accepted", "partial", "rejected")  # what settle() records
+HEAL_STAGES = ("queued", "downloading", "verifying", "swapping", "swapped", "confirmed", "waiting")
+HEAL_FIELDS = frozenset({"stage", "reason", "file_type", "dl_token", "servers", "server", "serverid", "temp_path",
+                         "bytes", "total", "quarantine_path", "failures", "rounds", "last_error", "path"})
 
 
 @dataclass(frozen=True)
@@ -401,6 +429,66 @@ class State:
     def note(self, key: str, default: object = None) -> object:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    # --- heal jobs (poold/heal.py) ------------------------------------------------------
+
+    def healable(self) -> list[Incident]:
+        """Open incidents without a heal job whose latest redownload request POOL accepted
+        in full: the only tracks healing may fetch (POOL's answer to a partial request
+        does not say which tracks it requeued)."""
+        rows = self.db.execute(
+            """SELECT i.* FROM incidents i
+               WHERE i.resolved_at IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM heal_jobs h WHERE h.incident_id = i.id)
+                 AND (SELECT r.state FROM requests r JOIN request_tracks t ON t.request_id = r.id
+                      WHERE t.incident_id = i.id ORDER BY r.created DESC, r.id DESC LIMIT 1) = 'accepted'
+               ORDER BY i.trackid""")
+        return [_incident(row) for row in rows]
+
+    def create_heal_job(self, incident: Incident, path: str, now: float | None = None) -> int | None:
+        """Write a job down as ``queued``; None when the incident has one already."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO heal_jobs (incident_id, trackid, path, stage, created, updated) "
+                "VALUES (?, ?, ?, 'queued', ?, ?)", (incident.id, incident.trackid, path, now, now))
+            return cursor.lastrowid if cursor.rowcount else None
+
+    def update_heal_job(self, job_id: int, durable: bool = True, **fields) -> None:
+        """Record a job's step (durably, before the next step starts); ``durable=False``
+        for download progress, which the temporary file's size tells anyway."""
+        unknown = set(fields) - HEAL_FIELDS
+        if unknown or fields.get("stage", "queued") not in HEAL_STAGES:
+            raise ValueError(f"cannot record {sorted(unknown) or fields['stage']!r} on a heal job")
+        assignments = ", ".join(f"{name}=?" for name in fields)
+        with self.transaction(durable) as db:
+            db.execute(f"UPDATE heal_jobs SET {assignments}, updated=? WHERE id=?",
+                       (*fields.values(), time.time(), job_id))
+
+    def finish_swap(self, job_id: int, trackid: int, now: float | None = None) -> None:
+        """The new copy is in place: the job is ``swapped`` and the incident closed, together."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            db.execute("UPDATE heal_jobs SET stage='swapped', temp_path=NULL, updated=? WHERE id=?", (now, job_id))
+            db.execute("UPDATE incidents SET resolved_at=? WHERE trackid=? AND resolved_at IS NULL", (now, trackid))
+
+    def heal_jobs(self, stages: tuple[str, ...] | None = None) -> list[dict]:
+        sql = "SELECT * FROM heal_jobs"
+        params: tuple = ()
+        if stages:
+            sql += f" WHERE stage IN ({','.join('?' * len(stages))})"
+            params = stages
+        return [dict(row) for row in self.db.execute(sql + " ORDER BY id", params)]
+
+    def heal_job(self, job_id: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM heal_jobs WHERE id=?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def heal_jobs_started_since(self, since: float) -> int:
+        """Jobs created since ``since``: a job is created only when its download may start,
+        so the daily cap counts these."""
+        row = self.db.execute("SELECT COUNT(*) FROM heal_jobs WHERE created >= ?", (since,)).fetchone()
+        return row[0]
 
 
 class CachedCheck(NamedTuple):
