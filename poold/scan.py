@@ -115,6 +115,7 @@ class AuditReport:
     guard: str | None = None  # why filing is withheld, when the library looks unavailable
     files_checked: int = 0    # files opened (not answered from the cache)
     deep_deferred: int = 0    # files left for the next deep slice
+    moved: dict[int, str] = field(default_factory=dict)  # tracks found elsewhere: trackid -> new path
 
     def add(self, finding: Finding, watched: frozenset[int] = frozenset()) -> None:
         """Count ``finding``; keep it when it is a problem, or its track ID when it is ok
@@ -417,21 +418,36 @@ def _pool_context():
 def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None,
           options: ScanOptions = ScanOptions(), open_ids: frozenset[int] = frozenset(),
           max_missing_fraction: float = 1.0, marker: str | None = None,
-          on_finding: Callable[[Finding], None] | None = None, manifest: str = "") -> AuditReport:
+          on_finding: Callable[[Finding], None] | None = None, manifest: str = "",
+          relocate: Callable[[FindingList], Iterable[Finding]] | None = None) -> AuditReport:
     """Check every track; raise LibraryUnavailable when the root itself is gone.
 
     ``open_ids`` are tracks with open incidents: the report lists which of them are ok
     now, so they can be resolved, without keeping every ok track in memory.
+    ``relocate`` (see :class:`poold.library.AuditRelocation`) is given the missing
+    tracks' findings once every track was seen, and yields for each its finding at
+    the place it was found, or the same "missing" finding.
     """
     if problem := library_problem(root, marker):
         raise LibraryUnavailable(problem)
     report = AuditReport(library=str(root), manifest=manifest)
     scanner = Scanner(root, cache, options)
-    for finding in scanner.findings(tracks):
+    missing = FindingList()
+
+    def take(finding: Finding) -> None:
         report.add(finding, open_ids)
         if on_finding:
             on_finding(finding)
+
+    for finding in scanner.findings(tracks):
+        if relocate is not None and finding.status == MISSING:
+            missing.append(finding)
+        else:
+            take(finding)
     report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
+    if len(missing):
+        for finding in relocate(missing):
+            take(finding)
     if report.checked and report.missing / report.checked > max_missing_fraction:
         report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "
                         f"{max_missing_fraction:.0%}: the library looks partly unavailable, so nothing is requested")

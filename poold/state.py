@@ -99,6 +99,18 @@ CREATE TABLE IF NOT EXISTS locations (
 );
 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- The audio identity of each track's file when last checked intact at its path (see
+-- poold.integrity.identity): how a moved, renamed or retagged track is found again.
+-- full_identity is the whole payload's, from --verify; verified is when the file's
+-- bytes last matched the manifest's hash (full_identity then names that audio).
+CREATE TABLE IF NOT EXISTS track_identity (
+    trackid INTEGER PRIMARY KEY,
+    identity TEXT,
+    full_identity TEXT,
+    verified REAL,
+    seen REAL NOT NULL             -- when this identity was first recorded
+);
 """
 
 FINAL_REQUEST_STATES = ("accepted", "partial", "rejected")
@@ -355,6 +367,58 @@ class State:
     def note(self, key: str, default: object = None) -> object:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    # --- moved tracks, in one transaction ------------------------------------------------
+
+    def set_locations(self, moves: Iterable[tuple[int, str, str]]) -> None:
+        """Record (trackid, path, moved_from) rows at once (an audit may find thousands)."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", ((*move, now) for move in moves))
+
+    # --- track identities -----------------------------------------------------------------
+
+    def record_identities(self, rows: Iterable[tuple[int, str]], now: float | None = None) -> None:
+        """Record (trackid, identity) of tracks seen intact. An unchanged row is not written;
+        a changed identity (other audio) drops the verified full identity with it."""
+        now = time.time() if now is None else now
+        with self.transaction(durable=False) as db:
+            db.executemany(
+                """INSERT INTO track_identity (trackid, identity, seen) VALUES (?, ?, ?)
+                   ON CONFLICT (trackid) DO UPDATE SET identity=excluded.identity, seen=excluded.seen,
+                                                       full_identity=NULL, verified=NULL
+                   WHERE identity IS NOT excluded.identity""",
+                ((trackid, identity, now) for trackid, identity in rows))
+
+    def record_verified(self, rows: Iterable[tuple[int, str | None, str]], now: float | None = None) -> None:
+        """Record (trackid, identity, full_identity) of tracks whose bytes matched the manifest's hash."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            db.executemany(
+                """INSERT INTO track_identity (trackid, identity, full_identity, verified, seen) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (trackid) DO UPDATE SET identity=coalesce(excluded.identity, identity),
+                          full_identity=excluded.full_identity, verified=excluded.verified""",
+                ((trackid, identity, full, now, now) for trackid, identity, full in rows))
+
+    def track_identities(self, trackids: Iterable[int]) -> dict[int, str]:
+        """The recorded identities of these tracks (those that have one)."""
+        found: dict[int, str] = {}
+        ids = list(trackids)
+        cursor = self.db.cursor()
+        cursor.row_factory = None
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(cursor.execute(
+                f"SELECT trackid, identity FROM track_identity WHERE identity IS NOT NULL "
+                f"AND trackid IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
+    def verified_identities(self) -> dict[int, str]:
+        """trackid -> full identity of the audio last verified against the manifest's hash."""
+        cursor = self.db.cursor()
+        cursor.row_factory = None
+        return dict(cursor.execute("SELECT trackid, full_identity FROM track_identity WHERE verified IS NOT NULL "
+                                   "AND full_identity IS NOT NULL"))
 
 
 class CachedCheck(NamedTuple):

@@ -26,7 +26,10 @@ import pytest
 
 import media
 from poold.config import load
-from poold.daemon import Backoff, Daemon as Service, Library, LibraryGuard, confirmed_batches
+from poold.daemon import Daemon as Service
+from poold.drainer import Backoff, confirmed_batches
+from poold.guard import LibraryGuard
+from poold.library import Library
 from poold.manifest import rewrite_manifest
 from poold.manifest import Track, read_manifest
 from poold.sandbox import Sandbox, slow
