@@ -14,7 +14,7 @@ from . import filing
 from .config import Config
 from .integrity import check_file
 from .errors import PoolError
-from .library import AuditRelocation, Relocator, candidate_checker, record_moves, relocated
+from .library import AuditRelocation, IdentityLog, Relocator, candidate_checker, record_moves, relocated
 from .manifest import read_manifest
 from .scan import DEEP, QUICK, AuditReport, ScanOptions, Scanner, audit
 from .state import OutboxRequest, State
@@ -83,12 +83,20 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
         audit_id = state.start_audit()
         cache, locations = state.file_cache(), state.locations()
         relocation = audit_relocation(config, state, cache, options, locations)
+        identities = IdentityLog(state, cache)
+
+        def seen(finding) -> None:
+            identities(finding)
+            if on_finding:
+                on_finding(finding)
+
         report = audit(
             config.library.root, relocated(read_manifest(config.library.manifest), locations),
             cache=cache, options=options, open_ids=frozenset(state.open_trackids()),
             max_missing_fraction=config.guard.max_missing_fraction, marker=config.guard.marker,
-            manifest=str(config.library.manifest), on_finding=on_finding, relocate=relocation,
+            manifest=str(config.library.manifest), on_finding=seen, relocate=relocation,
         )
+        identities.flush()
         record_moves(state, relocation.moves, config.library.manifest if config.library.update_manifest else None)
         report.moved = {move.trackid: move.destination for move in relocation.moves}
         state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)

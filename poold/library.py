@@ -375,8 +375,9 @@ def candidate_checker(root: Path, cache, workers: int) -> Callable[[list[str]], 
         tracks = [Track(-1 - number, path) for number, path in enumerate(paths)]  # no manifest track's id
         scanner = Scanner(root, cache, ScanOptions(workers=workers))
         intact = [finding.path for finding in scanner.findings(tracks) if finding.status == OK]
+        identities = cache.identities(intact) if cache is not None and intact else {}
         results = {path: NOT_CHECKED for path in paths}
-        results.update((path, Checked(True)) for path in intact)
+        results.update((path, Checked(True, identities.get(path))) for path in intact)
         return results
 
     return check
@@ -392,6 +393,7 @@ def record_moves(state, moves: Iterable[Move], manifest: Path | None) -> None:
     if not moves:
         return
     state.set_locations((move.trackid, move.destination, move.source) for move in moves)
+    state.record_identities((move.trackid, move.identity) for move in moves if move.identity)
     for move in moves:
         log.info("track %d moved: %s -> %s (found by %s; new location recorded, nothing requested)",
                  move.trackid, move.source, move.destination, move.evidence)
@@ -404,6 +406,40 @@ def record_moves(state, moves: Iterable[Move], manifest: Path | None) -> None:
         log.warning("could not write the new paths into %s (%s); poold keeps them in its state", manifest, exc)
     else:
         log.info("wrote %d new track path(s) into %s", len(rewrites), manifest)
+
+
+# --- identities of tracks seen intact ---------------------------------------------------
+
+class IdentityLog:
+    """Writes down the audio identity of each track checked intact at its path.
+
+    Called with every finding of an audit. Only tracks whose file was opened in this
+    audit count: the identity comes from the file cache, where the check put it, and a
+    track answered from the cache had its identity written down when it was checked,
+    so a warm audit of an unchanged library writes nothing.
+    """
+
+    BATCH = 2000
+
+    def __init__(self, state, cache):
+        self.state, self.cache = state, cache
+        self._pending: list[tuple[int, str]] = []
+
+    def __call__(self, finding) -> None:
+        from .scan import UNCHANGED
+
+        if finding.status == "ok" and finding.detail != UNCHANGED and finding.trackid > 0:
+            self._pending.append((finding.trackid, finding.path))
+            if len(self._pending) >= self.BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        identities = self.cache.identities([path for _trackid, path in self._pending])
+        self.state.record_identities((trackid, identities[path]) for trackid, path in self._pending
+                                     if identities.get(path))
+        self._pending.clear()
 
 
 # --- the audit's search -------------------------------------------------------------------
