@@ -37,8 +37,9 @@ these:
   length sees any truncation or extension, and the start slice holds the encoder's
   headers (for LAME MP3s, a CRC over all the frames).
   For Ogg the length is the length of the region the audio pages fill, and the slices
-  are the page bodies from the first page at the start, the middle and the last page:
-  page-aligned, so renumbered pages give the same identity, without walking every page.
+  are the page-body bytes from the region's start, middle and last SLICE bytes on (page
+  headers skipped): the same after the pages are renumbered and moved, found without
+  walking every page.
 - ``f1:<length>:<hex>`` (:func:`full_identity`): the payload's length and a BLAKE2b-128
   over all of it, read in bounded chunks, for where the whole file is read anyway
   (``--verify``, ``--deep``). :func:`hash_file` gives it in the same pass as whole-file
@@ -67,8 +68,8 @@ FULL_SCHEME = "f1"
 SLICE = 4096
 DIGEST_SIZE = 16
 READ_CHUNK = 1 << 20
-# How far the Ogg page search looks from a point: a page is at most this long, so one
-# starts within it (RFC 3533 section 6), and a few windows find it.
+# The Ogg page search reads backwards in windows of this size, up to a page's greatest
+# length (RFC 3533 section 6).
 OGG_SEARCH_WINDOW = 2 * SLICE
 
 
@@ -199,40 +200,48 @@ def _body(page: ogg.Page) -> tuple[int, int]:
     return start, page.end - start
 
 
-def _ogg_page_from(src: Source, point: int, end: int) -> ogg.Page | None:
-    """The first page that starts at or after ``point`` and ends by ``end``."""
-    pos = point
-    while pos < min(end, point + ogg.MAX_PAGE):
-        window = src.read(pos, min(OGG_SEARCH_WINDOW, end - pos))
-        at = window.find(ogg.CAPTURE)
-        while at >= 0:
-            page = ogg.parse_page_header(src.read(pos + at, ogg.PAGE_HEADER + ogg.MAX_LACING), 0, pos + at)
-            if page is not None and page.end <= end:
+def _ogg_page_at(src: Source, point: int, start: int, end: int) -> ogg.Page | None:
+    """The page that holds byte ``point`` of the audio region [start, end).
+
+    A page starts at most MAX_PAGE bytes before any byte it holds: the capture pattern
+    nearest before ``point`` whose header parses is taken, then pages are followed
+    forward (from ``start``, a page boundary, if none is found) until one reaches past it.
+    """
+    page = _ogg_page_before(src, point, start) or _ogg_page_header(src, start)
+    while page is not None and page.end <= point:
+        page = _ogg_page_header(src, page.end) if page.end < end else None
+    return page if page is not None and page.end <= end else None
+
+
+def _ogg_page_before(src: Source, point: int, start: int) -> ogg.Page | None:
+    """The page whose capture pattern is the last one at or before ``point``, not before ``start``."""
+    high, low_limit = point + 1, max(start, point - ogg.MAX_PAGE)
+    while high > low_limit:
+        low = max(low_limit, high - OGG_SEARCH_WINDOW)
+        window = src.read(low, high - low + len(ogg.CAPTURE) - 1)
+        at = len(window)
+        while (at := window.rfind(ogg.CAPTURE, 0, at + len(ogg.CAPTURE) - 1)) >= 0:
+            page = _ogg_page_header(src, low + at)
+            if page is not None:
                 return page
-            at = window.find(ogg.CAPTURE, at + 1)
-        pos += max(1, len(window) - len(ogg.CAPTURE) + 1)
+        high = low
     return None
 
 
-def _ogg_last_page(src: Source, end: int) -> ogg.Page | None:
-    """The page that ends exactly at ``end``, searched backwards."""
-    base = max(0, end - ogg.MAX_PAGE)
-    data = src.read(base, end - base)
-    at = len(data)
-    while (at := data.rfind(ogg.CAPTURE, 0, at)) >= 0:
-        page = ogg.parse_page_header(data, at, base)
-        if page is not None and page.end == end:
-            return page
-    return None
+def _ogg_page_header(src: Source, offset: int) -> ogg.Page | None:
+    return ogg.parse_page_header(src.read(offset, ogg.PAGE_HEADER + ogg.MAX_LACING), 0, offset)
 
 
-def _ogg_bodies_from(src: Source, page: ogg.Page, end: int, want: int) -> bytes:
-    """Up to ``want`` bytes of page bodies, from ``page`` on."""
+def _ogg_bodies(src: Source, page: ogg.Page, point: int, end: int, want: int) -> bytes:
+    """Up to ``want`` bytes of page bodies from ``point`` (or the next body after it) on,
+    ``page`` being the page that holds ``point``."""
     parts, have = [], 0
     for following in _ogg_pages(src, page.offset, end):
-        start, length = _body(following)
-        parts.append(src.read(start, min(length, want - have)))
-        have += len(parts[-1])
+        body, length = _body(following)
+        skip = max(0, point - body)
+        if skip < length:
+            parts.append(src.read(body + skip, min(length - skip, want - have)))
+            have += len(parts[-1])
         if have >= want:
             break
     return b"".join(parts)
@@ -302,26 +311,22 @@ def _cached_read(src: Source, offset: int, length: int) -> bytes:
 
 
 def _ogg_sampled(src: Source) -> str | None:
+    """Page bodies at the start, middle and end of the audio region (region offsets, so
+    the same after the pages are renumbered and moved), and the region's length."""
     region = _ogg_region(src)
     if region is None:
         return None
     start, end = region
+    length = end - start
+    points = [start] if length <= 3 * SLICE else [start, start + (length - SLICE) // 2, end - SLICE]
+    want = length if length <= 3 * SLICE else SLICE
     digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
-    first = _ogg_page_from(src, start, end)
-    if first is None or first.offset != start:
-        return None
-    if end - start <= 3 * SLICE:
-        digest.update(_ogg_bodies_from(src, first, end, end - start))
-        return f"{SAMPLED_SCHEME}:{end - start}:{digest.hexdigest()}"
-    middle = _ogg_page_from(src, start + (end - start - SLICE) // 2, end)
-    last = _ogg_last_page(src, end)
-    if middle is None or last is None:
-        return None
-    digest.update(_ogg_bodies_from(src, first, end, SLICE))
-    digest.update(_ogg_bodies_from(src, middle, end, SLICE))
-    body_start, body_length = _body(last)
-    digest.update(src.read(body_start + max(0, body_length - SLICE), min(body_length, SLICE)))
-    return f"{SAMPLED_SCHEME}:{end - start}:{digest.hexdigest()}"
+    for point in points:
+        page = _ogg_page_at(src, point, start, end)
+        if page is None:
+            return None
+        digest.update(_ogg_bodies(src, page, point, end, want))
+    return f"{SAMPLED_SCHEME}:{length}:{digest.hexdigest()}"
 
 
 # --- the full identity ---------------------------------------------------------------
