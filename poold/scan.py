@@ -8,6 +8,7 @@ length match the manifest's duration; with ``verify``, do its hashes match.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .integrity import LOGIC_VERSION, check_file
-from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
+from .integrity.base import CORRUPT, OK, UNCHECKED, Source, Verdict
 from .manifest import Track
 from .state import CachedCheck, FileCache, file_key, logic_number
 
@@ -39,9 +40,14 @@ class Finding(NamedTuple):
     status: str  # ok | missing | corrupt | unchecked
     reason: str
     detail: str
+    # The audio identities (poold.integrity.identity) when this scan checked the file or
+    # read its full cached row; None when a plain ok came from the cache (ask
+    # FileCache.identity then: loading every identity would slow the warm audit).
+    identity: str | None = None
+    full_identity: str | None = None
 
     def as_json(self) -> dict:
-        return self._asdict()
+        return {name: self[index] for index, name in enumerate(REPORTED_FIELDS)}
 
 
 class FindingList:
@@ -100,6 +106,7 @@ class FindingList:
 
 
 _trackid = operator.itemgetter(0)
+REPORTED_FIELDS = ("trackid", "path", "status", "reason", "detail")  # what a report shows of a finding
 
 
 @dataclass
@@ -203,17 +210,26 @@ class Judged:
     verdict: Verdict
     sha256: str | None = None
     md5: str | None = None
+    full_identity: str | None = None  # the audio payload's, when the whole file was read
 
 
 def judge(job: Job, checker: Callable[[str], Verdict] | None = None) -> Judged:
-    """Run the file check (and the digests ``verify`` needs). Runs in worker processes."""
+    """Run the file check (and the digests ``verify`` needs). Runs in worker processes.
+
+    The full audio identity is taken where the whole file is read anyway: in the pass
+    that computes the digests, or after a deep check (the file is then in the page cache).
+    """
     if checker is None:
         checker = _deep_checker() if job.level == DEEP else check_file
     verdict = checker(job.path)
-    digests = {}
+    digests, full = {}, None
     if job.verify and (job.track.sha256 or job.track.md5) and verdict.reason != "unreadable":
-        digests = _digests(job.path)
-    return Judged(job, verdict, digests.get("sha256"), digests.get("md5"))
+        digests, full = _digests(job.path)
+    elif job.level == DEEP and verdict.status == OK:
+        full = _identity().full_identity(job.path)
+    if verdict.identity is None and verdict.status == OK and job.level == DEEP:
+        verdict = _with_sampled_identity(job.path, verdict)  # the deep verdict is a new one
+    return Judged(job, verdict, digests.get("sha256"), digests.get("md5"), full)
 
 
 def judge_batch(jobs: list[Job]) -> list[Judged]:
@@ -226,21 +242,42 @@ def _deep_checker():
     return deep_check
 
 
-def _digests(path: str) -> dict[str, str]:
+def _digests(path: str) -> tuple[dict[str, str], str | None]:
+    """The file's sha256 and md5 and its full audio identity, from one read of the file."""
     digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                for digest in digests.values():
-                    digest.update(chunk)
+        full = _identity().hash_file(path, digests)
     except OSError:
-        return {}
-    return {name: digest.hexdigest() for name, digest in digests.items()}
+        return {}, None
+    return {name: digest.hexdigest() for name, digest in digests.items()}, full
+
+
+def _identity():
+    """poold.integrity.identity, imported when a file is read (it imports every format module)."""
+    from .integrity import format_module
+
+    return format_module("identity")
+
+
+def _with_sampled_identity(path: str, verdict: Verdict) -> Verdict:
+    try:
+        with Source(path) as src:
+            identity = _identity().sampled_identity(src, verdict.format)
+    except OSError:
+        return verdict
+    return dataclasses.replace(verdict, identity=identity)
 
 
 def conclude_judged(judged: Judged) -> Finding:
-    return conclude(judged.job.track, judged.verdict.status, judged.verdict.reason, judged.verdict.detail,
-                    judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5)
+    finding = conclude(judged.job.track, judged.verdict.status, judged.verdict.reason, judged.verdict.detail,
+                       judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5)
+    return _with_identities(finding, judged.verdict.identity, judged.full_identity)
+
+
+def _with_identities(finding: Finding, identity: str | None, full: str | None) -> Finding:
+    if identity is None and full is None:
+        return finding
+    return finding._replace(identity=identity, full_identity=full)
 
 
 def conclude(track: Track, status: str, reason: str, detail: str, duration: float | None,
@@ -345,7 +382,7 @@ class Scanner:
                 return None
         if duration is not None and not (self.options.verify and (track.sha256 or track.md5)):  # a plain ok
             if track.duration is None:
-                return _new_finding((track.trackid, track.path, OK, "ok", UNCHANGED))
+                return _new_finding((track.trackid, track.path, OK, "ok", UNCHANGED, None, None))
             return conclude(track, OK, "ok", UNCHANGED, duration or None, False, None, None)
         return self._from_full_row(track, identity, level)
 
@@ -356,7 +393,9 @@ class Scanner:
             return None
         if self.options.verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5)):
             return None
-        return conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify, hit.sha256, hit.md5)
+        finding = conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify,
+                           hit.sha256, hit.md5)
+        return _with_identities(finding, hit.audio_identity, hit.full_identity)
 
     def _dispatch(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
         if self.options.workers <= 1:
@@ -389,7 +428,8 @@ class Scanner:
                 verdict = judged.verdict
                 self.cache.put(judged.job.track.path, CachedCheck(
                     *judged.job.identity, verdict.status, verdict.reason, verdict.detail, verdict.duration,
-                    judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5))
+                    judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5, verdict.identity,
+                    judged.full_identity))
             yield conclude_judged(judged)
 
 

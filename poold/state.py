@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS files (
     logic TEXT NOT NULL,           -- version of poold's check logic that gave the verdict
     sha256 TEXT,                   -- digests, when --verify computed them
     md5 TEXT,
+    identity TEXT,                 -- the audio payload's sampled identity (integrity/identity.py)
+    full_identity TEXT,            -- its full identity, when --verify or --deep read the whole file
     checked REAL NOT NULL,
     stamp INTEGER NOT NULL         -- file_key(path, identity, logic, deep): one number to compare
 ) WITHOUT ROWID;
@@ -154,6 +156,7 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
         self.db.execute("PRAGMA foreign_keys=ON")
+        _drop_old_file_cache(self.db)
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
@@ -436,10 +439,24 @@ class CachedCheck(NamedTuple):
     logic: str
     sha256: str | None
     md5: str | None
+    audio_identity: str | None = None  # the sampled identity (``identity`` is the stat identity)
+    full_identity: str | None = None
 
     @property
     def identity(self) -> tuple[int, int, int, int]:
         return self[:4]
+
+
+FILE_COLUMNS = ("path, size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, "
+                "sha256, md5, identity, full_identity, checked, stamp")
+
+
+def _drop_old_file_cache(db: sqlite3.Connection) -> None:
+    """The files table is only a cache: one without the identity columns (poold before
+    audio identities) is dropped, to be created anew; its files are checked again once."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    if columns and "full_identity" not in columns:
+        db.execute("DROP TABLE files")
 
 
 def file_key(path: str, identity: tuple[int, int, int, int], logic: int, deep: bool = False) -> int:
@@ -473,6 +490,7 @@ class FileCache:
     """
 
     FLUSH_EVERY = 500
+    LOOKUP_BATCH = 500  # paths a query in identities(): under SQLite's oldest limit of 999 parameters
 
     def __init__(self, state: State):
         self.db = state.db
@@ -493,9 +511,29 @@ class FileCache:
     def full(self, path: str) -> CachedCheck | None:
         self.flush()
         row = self.db.execute(
-            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
-            "FROM files WHERE path=?", (path,)).fetchone()
+            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5, "
+            "identity, full_identity FROM files WHERE path=?", (path,)).fetchone()
         return CachedCheck._make(row) if row else None
+
+    def identity(self, path: str) -> str | None:
+        """The sampled audio identity cached with the path's verdict, if any. It is the
+        identity of the file as it was at that check: a scan replaces the verdict of a
+        file that changed, so after a scan it is the file's current one."""
+        self.flush()
+        row = self.db.execute("SELECT identity FROM files WHERE path=?", (path,)).fetchone()
+        return row[0] if row else None
+
+    def identities(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> sampled audio identity, for those of ``paths`` that have one cached."""
+        self.flush()
+        found: dict[str, str] = {}
+        batch = list(paths)
+        for start in range(0, len(batch), self.LOOKUP_BATCH):
+            chunk = batch[start:start + self.LOOKUP_BATCH]
+            found.update(self.db.execute(
+                f"SELECT path, identity FROM files WHERE identity IS NOT NULL AND path IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+        return found
 
     def put(self, path: str, check: CachedCheck) -> None:
         key = file_key(path, check.identity, logic_number(check.logic), check.level == "deep")
@@ -513,7 +551,8 @@ class FileCache:
         if not self._writes:
             return
         with self.state.transaction(durable=False) as db:
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
+            db.executemany(f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                           self._writes)
         self._writes.clear()
 
 

@@ -8,6 +8,7 @@ for a reason of its own (a bug is not evidence of damage).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -66,7 +67,7 @@ def check_file(path: str | os.PathLike) -> Verdict:
         return Verdict(UNCHECKED, "unsupported_type", f"poold has no check for {ext or 'files without an extension'}")
     try:
         with Source(path) as src:
-            return _check_source(src, expected, ext)
+            return _with_identity(_check_source(src, expected, ext), src)
     except OSError as exc:
         return _unreadable(exc)
 
@@ -77,6 +78,15 @@ def _unreadable(exc: OSError) -> Verdict:
         # Not the file's fault, and a redownload would not fix it.
         return Verdict(UNCHECKED, "unreadable", f"no permission to read it ({reason})")
     return Verdict(CORRUPT, "unreadable", f"reading it failed: {reason}")
+
+
+def _with_identity(verdict: Verdict, src: Source) -> Verdict:
+    """The verdict with the audio payload's sampled identity, for a file that is ok.
+    Taking it never fails: a payload it cannot locate leaves the identity None."""
+    if verdict.status != OK:
+        return verdict
+    identity = format_module("identity").sampled_identity(src, verdict.format)
+    return dataclasses.replace(verdict, identity=identity) if identity else verdict
 
 
 def _check_source(src: Source, expected, ext: str) -> Verdict:
