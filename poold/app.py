@@ -83,7 +83,7 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
         audit_id = state.start_audit()
         cache, locations = state.file_cache(), state.locations()
         relocation = audit_relocation(config, state, cache, options, locations)
-        identities = IdentityLog(state, cache)
+        identities = IdentityLog(state)
 
         def seen(finding) -> None:
             identities(finding)

@@ -374,10 +374,12 @@ def candidate_checker(root: Path, cache, workers: int) -> Callable[[list[str]], 
     def check(paths: list[str]) -> dict[str, Checked]:
         tracks = [Track(-1 - number, path) for number, path in enumerate(paths)]  # no manifest track's id
         scanner = Scanner(root, cache, ScanOptions(workers=workers))
-        intact = [finding.path for finding in scanner.findings(tracks) if finding.status == OK]
-        identities = cache.identities(intact) if cache is not None and intact else {}
+        identities = {finding.path: finding.identity for finding in scanner.findings(tracks) if finding.status == OK}
+        unknown = [path for path, identity in identities.items() if identity is None]  # plain oks from the cache
+        if unknown and cache is not None:
+            identities.update(cache.identities(unknown))
         results = {path: NOT_CHECKED for path in paths}
-        results.update((path, Checked(True, identities.get(path))) for path in intact)
+        results.update((path, Checked(True, identity)) for path, identity in identities.items())
         return results
 
     return check
@@ -413,33 +415,28 @@ def record_moves(state, moves: Iterable[Move], manifest: Path | None) -> None:
 class IdentityLog:
     """Writes down the audio identity of each track checked intact at its path.
 
-    Called with every finding of an audit. Only tracks whose file was opened in this
-    audit count: the identity comes from the file cache, where the check put it, and a
-    track answered from the cache had its identity written down when it was checked,
-    so a warm audit of an unchanged library writes nothing.
+    Called with every finding of an audit. A finding carries the identity when its file
+    was opened in this audit (or its full cached row read); a plain ok answered from the
+    cache carries none, its identity having been written down when it was checked. So a
+    warm audit of an unchanged library writes nothing.
     """
 
     BATCH = 2000
 
-    def __init__(self, state, cache):
-        self.state, self.cache = state, cache
+    def __init__(self, state):
+        self.state = state
         self._pending: list[tuple[int, str]] = []
 
     def __call__(self, finding) -> None:
-        from .scan import UNCHANGED
-
-        if finding.status == "ok" and finding.detail != UNCHANGED and finding.trackid > 0:
-            self._pending.append((finding.trackid, finding.path))
+        if finding.identity is not None and finding.status == "ok" and finding.trackid > 0:
+            self._pending.append((finding.trackid, finding.identity))
             if len(self._pending) >= self.BATCH:
                 self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        identities = self.cache.identities([path for _trackid, path in self._pending])
-        self.state.record_identities((trackid, identities[path]) for trackid, path in self._pending
-                                     if identities.get(path))
-        self._pending.clear()
+        if self._pending:
+            self.state.record_identities(self._pending)
+            self._pending.clear()
 
 
 # --- the audit's search -------------------------------------------------------------------
