@@ -82,7 +82,8 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
     with State(config.state.dir) as state:
         audit_id = state.start_audit()
         cache, locations = state.file_cache(), state.locations()
-        relocation = audit_relocation(config, state, cache, options, locations)
+        verified = state.verified_identities() if options.verify else {}
+        relocation = audit_relocation(config, state, cache, options, locations, verified)
         identities = IdentityLog(state)
 
         def seen(finding) -> None:
@@ -94,9 +95,10 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
             config.library.root, relocated(read_manifest(config.library.manifest), locations),
             cache=cache, options=options, open_ids=frozenset(state.open_trackids()),
             max_missing_fraction=config.guard.max_missing_fraction, marker=config.guard.marker,
-            manifest=str(config.library.manifest), on_finding=seen, relocate=relocation,
+            manifest=str(config.library.manifest), on_finding=seen, relocate=relocation, verified=verified,
         )
         identities.flush()
+        state.record_verified(report.verified)
         record_moves(state, relocation.moves, config.library.manifest if config.library.update_manifest else None)
         report.moved = {move.trackid: move.destination for move in relocation.moves}
         state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)
@@ -110,7 +112,7 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
 
 
 def audit_relocation(config: Config, state: State, cache, options: ScanOptions,
-                     locations: dict[int, str]) -> AuditRelocation:
+                     locations: dict[int, str], verified: dict[int, str]) -> AuditRelocation:
     """The audit's search for its missing tracks elsewhere under the root (poold.library)."""
     root = config.library.root
     return AuditRelocation(
@@ -118,7 +120,7 @@ def audit_relocation(config: Config, state: State, cache, options: ScanOptions,
         tracks_again=lambda: relocated(read_manifest(config.library.manifest), locations),
         identities=state.track_identities,
         check=candidate_checker(root, cache, options.workers),
-        judge=lambda tracks: Scanner(root, cache, options).findings(tracks),
+        judge=lambda tracks: Scanner(root, cache, options, verified=verified).findings(tracks),
     )
 
 

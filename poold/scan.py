@@ -123,6 +123,8 @@ class AuditReport:
     files_checked: int = 0    # files opened (not answered from the cache)
     deep_deferred: int = 0    # files left for the next deep slice
     moved: dict[int, str] = field(default_factory=dict)  # tracks found elsewhere: trackid -> new path
+    retagged: int = 0         # --verify: tracks whose bytes changed but not their verified audio
+    verified: list[tuple[int, str | None, str]] = field(default_factory=list)  # --verify: matched the hash now
 
     def add(self, finding: Finding, watched: frozenset[int] = frozenset()) -> None:
         """Count ``finding``; keep it when it is a problem, or its track ID when it is ok
@@ -268,9 +270,10 @@ def _with_sampled_identity(path: str, verdict: Verdict) -> Verdict:
     return dataclasses.replace(verdict, identity=identity)
 
 
-def conclude_judged(judged: Judged) -> Finding:
+def conclude_judged(judged: Judged, verified: str | None = None) -> Finding:
     finding = conclude(judged.job.track, judged.verdict.status, judged.verdict.reason, judged.verdict.detail,
-                       judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5)
+                       judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5,
+                       judged.full_identity, verified)
     return _with_identities(finding, judged.verdict.identity, judged.full_identity)
 
 
@@ -281,10 +284,20 @@ def _with_identities(finding: Finding, identity: str | None, full: str | None) -
 
 
 def conclude(track: Track, status: str, reason: str, detail: str, duration: float | None,
-             verify: bool, sha256: str | None, md5: str | None) -> Finding:
-    """The finding for a judged file, with the manifest's hashes and duration applied."""
+             verify: bool, sha256: str | None, md5: str | None,
+             full_identity: str | None = None, verified: str | None = None) -> Finding:
+    """The finding for a judged file, with the manifest's hashes and duration applied.
+
+    Bytes that differ from the manifest's hash are ``checksum_mismatch`` unless the
+    file's full audio identity is ``verified``, the one recorded when its bytes last
+    matched the hash: then only its tags changed (DJ software wrote cue points, keys or
+    artwork), and it is ok, retagged.
+    """
     if verify and (mismatch := _hash_mismatch(track, sha256, md5)):
-        return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
+        if full_identity is None or full_identity != verified:
+            return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
+        if status == OK:
+            detail = RETAGGED
     if status == OK and (mismatch := _duration_mismatch(track, duration)):
         return _finding(track, CORRUPT, "duration_mismatch", mismatch)
     return _finding(track, status, reason, detail)
@@ -322,7 +335,8 @@ class Scanner:
 
     BATCH = 32
 
-    def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic):
+    def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic,
+                 verified: dict[int, str] | None = None):
         self.root = root
         self.prefix = os.path.join(root, "")  # paths are joined as strings: pathlib costs more than the stat
         self.cache = cache
@@ -334,6 +348,9 @@ class Scanner:
         self.started = clock()
         self.checked_files = 0      # files opened in this run (cache misses)
         self.deep_deferred = 0      # files that waited for a later deep slice
+        self.verified = verified or {}  # trackid -> full identity of the audio last verified (--verify)
+        self.verified_now: list[tuple[int, str | None, str]] = []  # (trackid, identity, full identity) verified now
+        self.retagged = 0           # with --verify: files whose tags alone changed since verified
         self._pool = None
 
     def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
@@ -394,7 +411,8 @@ class Scanner:
         if self.options.verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5)):
             return None
         finding = conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify,
-                           hit.sha256, hit.md5)
+                           hit.sha256, hit.md5, hit.full_identity, self.verified.get(track.trackid))
+        self.retagged += finding.detail == RETAGGED
         return _with_identities(finding, hit.audio_identity, hit.full_identity)
 
     def _dispatch(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
@@ -430,10 +448,22 @@ class Scanner:
                     *judged.job.identity, verdict.status, verdict.reason, verdict.detail, verdict.duration,
                     judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5, verdict.identity,
                     judged.full_identity))
-            yield conclude_judged(judged)
+            yield self._conclude(judged)
+
+    def _conclude(self, judged: Judged) -> Finding:
+        """The finding; with ``verify``, note the tracks whose bytes matched the manifest's
+        hash (their audio identity becomes the verified one) and count the retagged."""
+        track = judged.job.track
+        finding = conclude_judged(judged, self.verified.get(track.trackid))
+        if self.options.verify and judged.full_identity and (judged.sha256 or judged.md5):
+            if not _hash_mismatch(track, judged.sha256, judged.md5):
+                self.verified_now.append((track.trackid, judged.verdict.identity, judged.full_identity))
+            self.retagged += finding.detail == RETAGGED
+        return finding
 
 
 UNCHANGED = "unchanged since its last check"
+RETAGGED = "retagged: its bytes differ from the download, its audio is the one verified before"
 _ABSENT = object()  # no cached verdict for this key
 _new_finding = functools.partial(tuple.__new__, Finding)  # Finding() without its Python-level __new__: one a track
 
@@ -459,19 +489,22 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
           options: ScanOptions = ScanOptions(), open_ids: frozenset[int] = frozenset(),
           max_missing_fraction: float = 1.0, marker: str | None = None,
           on_finding: Callable[[Finding], None] | None = None, manifest: str = "",
-          relocate: Callable[[FindingList], Iterable[Finding]] | None = None) -> AuditReport:
+          relocate: Callable[[FindingList], Iterable[Finding]] | None = None,
+          verified: dict[int, str] | None = None) -> AuditReport:
     """Check every track; raise LibraryUnavailable when the root itself is gone.
 
     ``open_ids`` are tracks with open incidents: the report lists which of them are ok
     now, so they can be resolved, without keeping every ok track in memory.
     ``relocate`` (see :class:`poold.library.AuditRelocation`) is given the missing
     tracks' findings once every track was seen, and yields for each its finding at
-    the place it was found, or the same "missing" finding.
+    the place it was found, or the same "missing" finding. ``verified`` (for
+    ``--verify``) maps tracks to the full audio identity last verified against the
+    manifest's hash (see :func:`conclude`).
     """
     if problem := library_problem(root, marker):
         raise LibraryUnavailable(problem)
     report = AuditReport(library=str(root), manifest=manifest)
-    scanner = Scanner(root, cache, options)
+    scanner = Scanner(root, cache, options, verified=verified)
     missing = FindingList()
 
     def take(finding: Finding) -> None:
@@ -485,6 +518,7 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
         else:
             take(finding)
     report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
+    report.retagged, report.verified = scanner.retagged, scanner.verified_now
     if len(missing):
         for finding in relocate(missing):
             take(finding)

@@ -396,6 +396,9 @@ class State:
     def record_verified(self, rows: Iterable[tuple[int, str | None, str]], now: float | None = None) -> None:
         """Record (trackid, identity, full_identity) of tracks whose bytes matched the manifest's hash."""
         now = time.time() if now is None else now
+        rows = list(rows)
+        if not rows:
+            return
         with self.transaction() as db:
             db.executemany(
                 """INSERT INTO track_identity (trackid, identity, full_identity, verified, seen) VALUES (?, ?, ?, ?, ?)

@@ -178,3 +178,51 @@ def test_a_running_daemon_follows_the_care_and_requests_only_the_losses(tmp_path
         assert dict(sandbox.requeued) == {trackid: 1 for trackid in LOSSES | {1010, 1012}}
     finally:
         daemon.kill()
+
+
+def flip_audio_bytes(path: Path) -> None:
+    """Change samples in the middle of a WAV's data chunk: the structure stays sound."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        chunk = f.read(64)
+        f.seek(-len(chunk), os.SEEK_CUR)
+        f.write(bytes(b ^ 0x55 for b in chunk))
+
+
+@pytest.mark.timeout(120)
+def test_verify_tells_a_retag_from_an_audio_change(tmp_path, recordings, sandbox, capsys):
+    library = Library(tmp_path, recordings, sandbox.base_url)
+    assert audit(capsys, library, "--verify") == 0
+    with State(library.state_dir) as state:
+        assert set(state.verified_identities()) == set(TRACKS)
+
+    retagged = [1001, 1003, 1004, 1005, 1006]  # ID3v2+APE+ID3v1, MP4 cover both ways, FLAC PICTURE, Ogg comment
+    for trackid in retagged:
+        RETAG[library.path(trackid).suffix](library.path(trackid))
+    flip_audio_bytes(library.path(1007))
+    code = main(["audit", "--request", "--verify", "--json", "--config", str(library.config)])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [(p["trackid"], p["reason"]) for p in document["problems"]] == [(1007, "checksum_mismatch")]
+    assert dict(sandbox.requeued) == {1007: 1}
+
+    # The retagged files stay ok under --verify, answered from the cache the next time too.
+    code = main(["audit", "--verify", "--json", "--config", str(library.config)])
+    document = json.loads(capsys.readouterr().out)
+    assert [(p["trackid"], p["reason"]) for p in document["problems"]] == [(1007, "checksum_mismatch")]
+    assert document["files_checked"] == 0
+
+
+def test_conclude_under_verify_passes_a_retag_and_fails_an_audio_change():
+    from poold.scan import RETAGGED, conclude
+    from poold.manifest import Track
+
+    track = Track(1, "a.mp3", sha256="a" * 64)
+    retag = conclude(track, "ok", "ok", "structure complete", None, True, "b" * 64, None, "f1:9:ff", "f1:9:ff")
+    assert (retag.status, retag.detail) == ("ok", RETAGGED)
+    changed = conclude(track, "ok", "ok", "structure complete", None, True, "b" * 64, None, "f1:9:fe", "f1:9:ff")
+    assert (changed.status, changed.reason) == ("corrupt", "checksum_mismatch")
+    never_verified = conclude(track, "ok", "ok", "structure complete", None, True, "b" * 64, None, "f1:9:ff", None)
+    assert never_verified.reason == "checksum_mismatch"
+    damaged = conclude(track, "corrupt", "truncated", "cut", None, True, "b" * 64, None, "f1:9:ff", "f1:9:ff")
+    assert damaged.reason == "truncated"
