@@ -85,17 +85,12 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
         verified = state.verified_identities() if options.verify else {}
         relocation = audit_relocation(config, state, cache, options, locations, verified)
         identities = IdentityLog(state)
-
-        def seen(finding) -> None:
-            identities(finding)
-            if on_finding:
-                on_finding(finding)
-
         report = audit(
             config.library.root, relocated(read_manifest(config.library.manifest), locations),
             cache=cache, options=options, open_ids=frozenset(state.open_trackids()),
             max_missing_fraction=config.guard.max_missing_fraction, marker=config.guard.marker,
-            manifest=str(config.library.manifest), on_finding=seen, relocate=relocation, verified=verified,
+            manifest=str(config.library.manifest), on_finding=on_finding, relocate=relocation, verified=verified,
+            on_checked=identities,
         )
         identities.flush()
         state.record_verified(report.verified)

@@ -53,7 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .manifest import ManifestError, Track, read_manifest, rewrite_manifest
-from .watch import is_ignored
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +233,8 @@ class Relocator:
 
     def walk(self) -> dict[str, list[str]]:
         """Every media file under the root (relative paths, no stat), by compared path."""
+        from .watch import is_ignored  # watchdog loads only when something is looked for
+
         found: dict[str, list[str]] = defaultdict(list)
         for folder, dirs, files in os.walk(self.root):
             dirs.sort()
@@ -415,10 +416,9 @@ def record_moves(state, moves: Iterable[Move], manifest: Path | None) -> None:
 class IdentityLog:
     """Writes down the audio identity of each track checked intact at its path.
 
-    Called with every finding of an audit. A finding carries the identity when its file
-    was opened in this audit (or its full cached row read); a plain ok answered from the
-    cache carries none, its identity having been written down when it was checked. So a
-    warm audit of an unchanged library writes nothing.
+    Told the finding of each file the audit opened (``scan.audit``'s ``on_checked``):
+    a track answered from the cache had its identity written down when it was checked,
+    so a warm audit of an unchanged library costs nothing here.
     """
 
     BATCH = 2000

@@ -336,7 +336,7 @@ class Scanner:
     BATCH = 32
 
     def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic,
-                 verified: dict[int, str] | None = None):
+                 verified: dict[int, str] | None = None, on_checked: Callable[[Finding], None] | None = None):
         self.root = root
         self.prefix = os.path.join(root, "")  # paths are joined as strings: pathlib costs more than the stat
         self.cache = cache
@@ -351,6 +351,7 @@ class Scanner:
         self.verified = verified or {}  # trackid -> full identity of the audio last verified (--verify)
         self.verified_now: list[tuple[int, str | None, str]] = []  # (trackid, identity, full identity) verified now
         self.retagged = 0           # with --verify: files whose tags alone changed since verified
+        self.on_checked = on_checked  # told each finding of a file opened in this run
         self._pool = None
 
     def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
@@ -459,6 +460,8 @@ class Scanner:
             if not _hash_mismatch(track, judged.sha256, judged.md5):
                 self.verified_now.append((track.trackid, judged.verdict.identity, judged.full_identity))
             self.retagged += finding.detail == RETAGGED
+        if self.on_checked is not None:
+            self.on_checked(finding)
         return finding
 
 
@@ -490,7 +493,7 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
           max_missing_fraction: float = 1.0, marker: str | None = None,
           on_finding: Callable[[Finding], None] | None = None, manifest: str = "",
           relocate: Callable[[FindingList], Iterable[Finding]] | None = None,
-          verified: dict[int, str] | None = None) -> AuditReport:
+          verified: dict[int, str] | None = None, on_checked: Callable[[Finding], None] | None = None) -> AuditReport:
     """Check every track; raise LibraryUnavailable when the root itself is gone.
 
     ``open_ids`` are tracks with open incidents: the report lists which of them are ok
@@ -499,29 +502,27 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
     tracks' findings once every track was seen, and yields for each its finding at
     the place it was found, or the same "missing" finding. ``verified`` (for
     ``--verify``) maps tracks to the full audio identity last verified against the
-    manifest's hash (see :func:`conclude`).
+    manifest's hash (see :func:`conclude`). ``on_checked`` is told the finding of
+    each file opened (not answered from the cache).
     """
     if problem := library_problem(root, marker):
         raise LibraryUnavailable(problem)
     report = AuditReport(library=str(root), manifest=manifest)
-    scanner = Scanner(root, cache, options, verified=verified)
+    scanner = Scanner(root, cache, options, verified=verified, on_checked=on_checked)
     missing = FindingList()
-
-    def take(finding: Finding) -> None:
-        report.add(finding, open_ids)
-        if on_finding:
-            on_finding(finding)
-
     for finding in scanner.findings(tracks):
         if relocate is not None and finding.status == MISSING:
             missing.append(finding)
-        else:
-            take(finding)
+            continue
+        report.add(finding, open_ids)
+        if on_finding:
+            on_finding(finding)
     report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
     report.retagged, report.verified = scanner.retagged, scanner.verified_now
-    if len(missing):
-        for finding in relocate(missing):
-            take(finding)
+    for finding in relocate(missing) if len(missing) else ():
+        report.add(finding, open_ids)
+        if on_finding:
+            on_finding(finding)
     if report.checked and report.missing / report.checked > max_missing_fraction:
         report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "
                         f"{max_missing_fraction:.0%}: the library looks partly unavailable, so nothing is requested")
