@@ -37,7 +37,7 @@ from .config import Config, ConfigError, load
 from .drainer import Backoff, Drainer, DrainResult, Stopping, confirmed_batches
 from .guard import LibraryGuard
 from .integrity.base import CORRUPT, OK
-from .library import Found, Library, Relocator, candidate_checker, record_moves
+from .library import Found, Library, Relocator, Volume, candidate_checker, record_moves
 from .manifest import ManifestError, Track
 from .notify import Notifier, configure_service_logging, watchdog_interval
 from .scan import MISSING, Finding, LibraryUnavailable, check_track
@@ -274,6 +274,7 @@ class Daemon:
     def _leave_guard(self, now: float) -> None:
         log.warning("the library is back at %s: checking it in full before anything is requested", self.config.library.root)
         self.root_problem = None
+        self.library.volume = Volume.probe(self.config.library.root)  # it may be another drive
         self.next_full_check = now
         self._restart_watcher(now, died=False)
 
@@ -341,8 +342,9 @@ class Daemon:
 
     def _remember_rename(self, source: str, destination: str) -> None:
         source_rel, destination_rel = self._relative(source), self._relative(destination)
-        if source_rel in self.library.by_path and destination_rel is not None:
-            self.renames[source_rel] = destination_rel
+        track = self.library.at(source_rel) if source_rel is not None else None
+        if track is not None and destination_rel is not None:
+            self.renames[track.path] = destination_rel
 
     def _relative(self, path: str) -> str | None:
         """The path relative to the library root, POSIX style; None outside the root."""
@@ -358,7 +360,7 @@ class Daemon:
             if relative is None or is_ignored(relative, self.config.watch.ignore):
                 return False
             extension = os.path.splitext(relative)[1].lower()
-            if relative not in self.library.by_path and extension not in self.config.library.extensions:
+            if extension not in self.config.library.extensions and self.library.at(relative) is None:
                 return False
         self.settler.touch(path, now, signature(path))
         return True
@@ -414,7 +416,7 @@ class Daemon:
         renames = {}
         for track in vanished:
             renamed_to = self.renames.pop(track.path, None)
-            if renamed_to and renamed_to not in self.library.by_path and not is_ignored(renamed_to, config.watch.ignore):
+            if renamed_to and self.library.at(renamed_to) is None and not is_ignored(renamed_to, config.watch.ignore):
                 renames[track.path] = renamed_to
         check = candidate_checker(config.library.root, self.state.file_cache(), app.scan_options(config).workers)
         found = relocator.find(vanished, candidates, identities=self.state.track_identities(t.trackid for t in vanished),
@@ -570,7 +572,7 @@ class Daemon:
     def _reload_manifest(self, judge_changes: bool) -> None:
         config = self.config
         try:
-            library = Library.read(config.library.manifest, self.state.locations())
+            library = Library.read(config.library.manifest, self.state.locations(), Volume.probe(config.library.root))
         except ManifestError as exc:
             self._manifest_failed(exc)
             return

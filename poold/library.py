@@ -71,21 +71,40 @@ def _relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterator[T
 
 
 class Library:
-    """The manifest's tracks at their current paths (moves applied), by id and by path."""
+    """The manifest's tracks at their current paths (moves applied), by id and by path.
 
-    def __init__(self, tracks: Iterable[Track] = ()):
+    With a :class:`Volume`, :meth:`at` also finds a track by a name on disk that differs
+    from its path only where the volume does not tell names apart (case on a
+    case-insensitive volume), or only in Unicode form (a name written decomposed).
+    """
+
+    def __init__(self, tracks: Iterable[Track] = (), volume: "Volume | None" = None):
         self.tracks: dict[int, Track] = {track.trackid: track for track in tracks}
         self.by_path: dict[str, int] = {track.path: track.trackid for track in self.tracks.values()}
+        self._volume = volume
+        self._by_key: dict[str, int] | None = None  # built on the first lookup that needs it
+
+    @property
+    def volume(self) -> "Volume | None":
+        return self._volume
+
+    @volume.setter
+    def volume(self, volume: "Volume | None") -> None:
+        self._volume, self._by_key = volume, None
 
     @classmethod
-    def read(cls, manifest: Path, locations: dict[int, str]) -> "Library":
-        return cls(relocated(read_manifest(manifest), locations))
+    def read(cls, manifest: Path, locations: dict[int, str], volume: "Volume | None" = None) -> "Library":
+        return cls(relocated(read_manifest(manifest), locations), volume)
 
     def __len__(self) -> int:
         return len(self.tracks)
 
     def at(self, relative: str) -> Track | None:
         trackid = self.by_path.get(relative)
+        if trackid is None and self._volume is not None:
+            if self._by_key is None:
+                self._by_key = {self._volume.key(path): trackid for path, trackid in self.by_path.items()}
+            trackid = self._by_key.get(self._volume.key(relative))
         return None if trackid is None else self.tracks[trackid]
 
     def under(self, folder: str) -> list[Track]:
@@ -97,6 +116,7 @@ class Library:
         del self.by_path[track.path]
         self.tracks[trackid] = track._replace(path=path)
         self.by_path[path] = trackid
+        self._by_key = None
 
     def diff(self, newer: "Library") -> tuple[list[Track], set[int]]:
         """Tracks of ``newer`` that are new or different here, and the ids it no longer has."""

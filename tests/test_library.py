@@ -32,6 +32,18 @@ def test_library_tracks_moves_and_diffs():
     assert sorted(t.trackid for t in changed) == [2, 4] and removed == {3}
 
 
+def test_a_library_finds_a_track_by_another_spelling_the_volume_does_not_tell_apart():
+    path = "Crates/Café Olé.mp3"
+    nfd = unicodedata.normalize("NFD", path)
+    assert Library([Track(1, path)]).at(nfd) is None  # no volume given: exact paths only
+    library = Library([Track(1, path)], SENSITIVE)
+    assert library.at(nfd).trackid == 1 and library.at("crates/café olé.mp3") is None
+    library.volume = INSENSITIVE
+    assert library.at("crates/CAFÉ OLÉ.mp3").trackid == 1
+    library.relocate(1, "Sorted/Café Olé.mp3")
+    assert library.at(nfd) is None and library.at("sorted/café olé.mp3").trackid == 1
+
+
 def test_sorted_ids_answer_membership():
     ids = SortedIds([3, 8, 21, 1000])
     assert [n in ids for n in (1, 3, 8, 9, 21, 1000, 1001)] == [False, True, True, False, True, True, False]
