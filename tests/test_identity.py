@@ -453,7 +453,7 @@ def test_full_identity_is_the_same_whatever_the_read_chunk(fresh, monkeypatch):
     path = fresh("ogg")
     with Source(path) as src:
         ranges_ = payload_ranges(src, "ogg")
-        expected = hashlib.blake2b(b"".join(src.read(o, n) for o, n in ranges_), digest_size=16).hexdigest()
+        expected = hashlib.sha256(b"".join(src.read(o, n) for o, n in ranges_)).hexdigest()[:32]
     total = sum(n for _o, n in ranges_)
     assert full_identity(path) == f"f1:{total}:{expected}"
     monkeypatch.setattr(identity, "READ_CHUNK", 1000)
