@@ -71,6 +71,7 @@ READ_CHUNK = 1 << 20
 # Reads near the end of the file (trailing tags, the last slice) come from one window of
 # this size, unless the check loaded the Source's larger tail window.
 END_WINDOW = 4096
+LONGEST_PAGE_HEADER = ogg.PAGE_HEADER + ogg.MAX_LACING
 
 
 class Payload(NamedTuple):
@@ -290,25 +291,27 @@ def _ogg_bodies_within(src: Source, region: tuple[int, int], low: int, high: int
     """The bytes in [low, high) of the audio region that lie in page bodies.
 
     Page headers are found by their capture pattern and cut out with their segment
-    tables; a header that starts before ``low`` and reaches into the range is found too
-    (the read starts a longest header earlier). A capture pattern that is chance data in
-    a body cuts out some audio bytes instead, the same ones every time: what is hashed
-    depends only on the bytes of the bodies and the lengths of the headers, not on the
-    sequence numbers and CRCs that renumbering changes.
+    tables. The read starts two longest headers before ``low``: a header reaching into
+    the range starts within one, and a capture pattern that turns up inside a header (in
+    its CRC, say) is passed over because the header holding it was found first. A capture
+    pattern that is chance data in a body cuts out some audio bytes instead, the same
+    ones every time: what is hashed depends only on the bodies and the lengths of the
+    headers, not on the sequence numbers and CRCs that renumbering changes.
     """
     start, end = region
-    read_from = max(start, low - ogg.PAGE_HEADER - ogg.MAX_LACING)
+    read_from = max(start, low - 2 * LONGEST_PAGE_HEADER)
     data = src.read(read_from, min(end, high + ogg.PAGE_HEADER) - read_from)
-    parts, kept_from = [], low - read_from
+    parts, keep_from, headers_end, stop = [], low - read_from, 0, high - read_from
     at = data.find(ogg.CAPTURE)
-    while at >= 0 and at < high - read_from:
-        header_end = at + ogg.PAGE_HEADER + (data[at + 26] if at + 26 < len(data) else ogg.MAX_LACING)
-        if at > kept_from:
-            parts.append(data[kept_from:at])
-        kept_from = max(kept_from, header_end)
+    while 0 <= at < stop:
+        if at >= headers_end:
+            headers_end = at + ogg.PAGE_HEADER + (data[at + 26] if at + 26 < len(data) else ogg.MAX_LACING)
+            if at > keep_from:
+                parts.append(data[keep_from:at])
+            keep_from = max(keep_from, headers_end)
         at = data.find(ogg.CAPTURE, at + 1)
-    if kept_from < high - read_from:
-        parts.append(data[kept_from:high - read_from])
+    if keep_from < stop:
+        parts.append(data[keep_from:stop])
     return b"".join(parts)
 
 
