@@ -30,7 +30,7 @@ from poold.integrity.base import Source
 from poold.integrity.crc import crc32_ogg
 from poold.integrity.identity import full_identity, payload_ranges, sampled_identity
 from poold.manifest import Track
-from poold.scan import QUICK, Job, ScanOptions, judge
+from poold.scan import DEEP, QUICK, Job, ScanOptions, judge
 from poold.state import State
 
 COVER = bytes(range(256)) * 300  # 75 KB of "artwork": more than any padding a muxer leaves
@@ -453,7 +453,7 @@ def test_full_identity_is_the_same_whatever_the_read_chunk(fresh, monkeypatch):
     path = fresh("ogg")
     with Source(path) as src:
         ranges_ = payload_ranges(src, "ogg")
-        expected = hashlib.blake2b(b"".join(src.read(o, n) for o, n in ranges_), digest_size=16).hexdigest()
+        expected = hashlib.sha256(b"".join(src.read(o, n) for o, n in ranges_)).hexdigest()[:32]
     total = sum(n for _o, n in ranges_)
     assert full_identity(path) == f"f1:{total}:{expected}"
     monkeypatch.setattr(identity, "READ_CHUNK", 1000)
@@ -508,6 +508,24 @@ def test_ogg_renumbered_pages_keep_both_identities(tmp_path):
     assert full_identity(tmp_path / "small.ogg") == full_identity(tmp_path / "grown.ogg")
 
 
+def test_ogg_windows_cut_out_page_headers_whatever_their_numbers_and_crcs(tmp_path):
+    bodies = [bytes([index + 1]) * 200 for index in range(3)]
+
+    def region(crcs, first_sequence):
+        pages = [b"OggS\0\0" + bytes(12) + struct.pack("<I", first_sequence + index) + crc + b"\x01\xc8" + body
+                 for index, (crc, body) in enumerate(zip(crcs, bodies))]
+        return b"".join(pages)
+
+    plain = region([b"\1\2\3\4"] * 3, 5)
+    tricky = region([b"\5\6\7\x08", b"OggS", b"gSOg"], 9)  # a capture pattern inside a CRC
+    for name, data in (("plain", plain), ("tricky", tricky)):
+        with _source(tmp_path, data, name) as src:
+            whole = identity._ogg_bodies_within(src, (0, len(data)), 0, len(data))
+            from_inside_a_header = identity._ogg_bodies_within(src, (0, len(data)), 228 + 10, len(data))  # page 2 starts at 228
+        assert whole == b"".join(bodies)
+        assert from_inside_a_header == bodies[1] + bodies[2]
+
+
 # --- the cache and the scan --------------------------------------------------------------
 
 def _audit(library, **options):
@@ -555,6 +573,16 @@ def test_judge_returns_the_full_identity(encoded):
     track = Track(1, "x.flac", sha256=sha256(path))
     judged = judge(Job(track, path, (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns), QUICK, True))
     assert judged.sha256 == track.sha256 and judged.full_identity == full_identity(path) is not None
+    assert judged.verdict.identity == check_file(path).identity is not None
+
+
+def test_a_deep_check_takes_both_identities(encoded):
+    path = str(encoded("ogg"))
+    info = os.stat(path)
+    job = Job(Track(1, "x.ogg"), path, (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns), DEEP, False)
+    judged = judge(job)
+    assert judged.verdict.status == "ok" and judged.sha256 is None
+    assert judged.full_identity == full_identity(path) is not None
     assert judged.verdict.identity == check_file(path).identity is not None
 
 

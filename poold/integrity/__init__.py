@@ -8,7 +8,6 @@ for a reason of its own (a bug is not evidence of damage).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import hashlib
@@ -86,7 +85,9 @@ def _with_identity(verdict: Verdict, src: Source) -> Verdict:
     if verdict.status != OK:
         return verdict
     identity = format_module("identity").sampled_identity(src, verdict.format)
-    return dataclasses.replace(verdict, identity=identity) if identity else verdict
+    if identity is None:
+        return verdict
+    return Verdict(verdict.status, verdict.reason, verdict.detail, verdict.format, verdict.duration, identity)
 
 
 def _check_source(src: Source, expected, ext: str) -> Verdict:

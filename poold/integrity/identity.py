@@ -29,7 +29,7 @@ Two identities, each with a version prefix so that no future scheme is confused 
 these:
 
 - ``a1:<length>:<hex>`` (:func:`sampled_identity`), cheap enough for the quick check:
-  the payload's length and a BLAKE2b-128 over :data:`SLICE` bytes at the start, the
+  the payload's length and a SHA-256 (cut to 128 bits) over :data:`SLICE` bytes at the start, the
   middle and the end of the payload (over all of it when it is shorter than three
   slices), plus, for FLAC, the MD5 of the decoded audio that STREAMINFO carries.
   Three places cost one read beyond the head and tail windows the check already holds.
@@ -40,8 +40,8 @@ these:
   are the page-body bytes from the region's start, middle and last SLICE bytes on (page
   headers skipped): the same after the pages are renumbered and moved, found without
   walking every page.
-- ``f1:<length>:<hex>`` (:func:`full_identity`): the payload's length and a BLAKE2b-128
-  over all of it, read in bounded chunks, for where the whole file is read anyway
+- ``f1:<length>:<hex>`` (:func:`full_identity`): the payload's length and a SHA-256 (cut
+  to 128 bits) over all of it, read in bounded chunks, for where the whole file is read anyway
   (``--verify``, ``--deep``). :func:`hash_file` gives it in the same pass as whole-file
   digests.
 
@@ -56,25 +56,25 @@ import hashlib
 import logging
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import aiff, flac, mp3, mp4, ogg, riff, sniff, tags
-from .base import Source
+from .base import MAX_READ, Source
 
 log = logging.getLogger(__name__)
 
 SAMPLED_SCHEME = "a1"
 FULL_SCHEME = "f1"
-SLICE = 4096
-DIGEST_SIZE = 16
+SLICE = 1024
+DIGEST_CHARS = 32  # SHA-256 cut to 128 bits: collisions need ~2^64 files of one length
 READ_CHUNK = 1 << 20
-# The Ogg page search reads backwards in windows of this size, up to a page's greatest
-# length (RFC 3533 section 6).
-OGG_SEARCH_WINDOW = 2 * SLICE
+# Reads near the end of the file (trailing tags, the last slice) come from one window of
+# this size, unless the check loaded the Source's larger tail window.
+END_WINDOW = 4096
+LONGEST_PAGE_HEADER = ogg.PAGE_HEADER + ogg.MAX_LACING
 
 
-@dataclass(frozen=True)
-class Payload:
+class Payload(NamedTuple):
     ranges: list[tuple[int, int]]
     signature: bytes = b""  # a digest of the audio the format stores outside the payload
 
@@ -83,7 +83,7 @@ class Payload:
 
 def payload_ranges(src: Source, fmt: str) -> list[tuple[int, int]] | None:
     """(offset, length) of the audio payload's byte ranges in file order, or None."""
-    payload = _locate(src, fmt)
+    payload = _locate(_Windows(src), fmt)
     return payload.ranges if payload else None
 
 
@@ -99,7 +99,7 @@ def _locate(src: Source, fmt: str) -> Payload | None:
     if payload is None:
         return None
     ranges = _clean(payload.ranges, src.size)
-    return Payload(ranges, payload.signature) if ranges else None
+    return payload._replace(ranges=ranges) if ranges else None
 
 
 def _clean(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]] | None:
@@ -128,16 +128,43 @@ def _mp3(src: Source) -> Payload | None:
 
 
 def _flac(src: Source) -> Payload | None:
+    """After the metadata blocks (RFC 9639 8.1: a 4-byte header each, with the last-block
+    flag and a 24-bit length), to the trailing tags; with STREAMINFO's MD5 (8.2)."""
     start = tags.leading_tags_end(src)
     if src.read(start, len(flac.MARKER)) != flac.MARKER:
         return None
-    streaminfo = src.read(start + len(flac.MARKER) + flac.BLOCK_HEADER, flac.STREAMINFO_SIZE)
-    _info, audio_start = flac.read_metadata(src, start + len(flac.MARKER))
-    end = tags.trailing_tags_start(src, audio_start)
-    return Payload([(audio_start, end - audio_start)], signature=streaminfo[18:34])  # RFC 9639 8.2: MD5
+    offset = start + len(flac.MARKER)
+    streaminfo = src.read(offset + flac.BLOCK_HEADER, flac.STREAMINFO_SIZE)
+    while True:
+        header = src.read(offset, flac.BLOCK_HEADER)
+        if len(header) < flac.BLOCK_HEADER:
+            return None
+        offset += flac.BLOCK_HEADER + int.from_bytes(header[1:], "big")
+        if header[0] & 0x80:
+            break
+    end = tags.trailing_tags_start(src, offset)
+    return Payload([(offset, end - offset)], signature=streaminfo[18:34])
 
 
 def _wav(src: Source) -> Payload | None:
+    """The body of the first 'data' chunk. Plain RIFF is walked here, chunk header by
+    chunk header; RF64/BW64 (sizes in 'ds64') and sizes a streaming writer left unfilled
+    are resolved by the checker's own walk (:mod:`.riff`)."""
+    if src.read(0, 4) != b"RIFF":
+        return _wav_walked(src)
+    offset = riff.FORM_HEADER
+    for _ in range(riff.MAX_CHUNKS):
+        raw = src.read(offset, riff.CHUNK_HEADER)
+        if len(raw) < riff.CHUNK_HEADER:
+            return None
+        size = int.from_bytes(raw[4:], "little")
+        if raw[:4] == b"data":
+            return _wav_walked(src) if size in riff.STREAMED_SIZES else Payload([(offset + riff.CHUNK_HEADER, size)])
+        offset += riff.CHUNK_HEADER + size + (size & 1)
+    return None
+
+
+def _wav_walked(src: Source) -> Payload | None:
     wave, first_chunk = riff._form(src, src.read(0, riff.FORM_HEADER))
     riff._walk(src, wave, first_chunk)
     if wave.data is None:
@@ -146,6 +173,25 @@ def _wav(src: Source) -> Payload | None:
 
 
 def _aiff(src: Source) -> Payload | None:
+    """The sample frames of the first 'SSND' chunk: after its offset and blockSize fields,
+    and the offset (AIFF 1.3 "Sound Data Chunk"). An SSND size of 0 (left by a streaming
+    writer) is resolved by the checker's own walk (:mod:`.aiff`)."""
+    offset = riff.FORM_HEADER
+    for _ in range(riff.MAX_CHUNKS):
+        raw = src.read(offset, riff.CHUNK_HEADER + 4)
+        if len(raw) < riff.CHUNK_HEADER:
+            return None
+        size = int.from_bytes(raw[4:8], "big")
+        if raw[:4] == b"SSND":
+            if size == 0 or len(raw) < riff.CHUNK_HEADER + 4:
+                return _aiff_walked(src)
+            start = offset + riff.CHUNK_HEADER + 8 + int.from_bytes(raw[8:12], "big")
+            return Payload([(start, offset + riff.CHUNK_HEADER + size - start)])
+        offset += riff.CHUNK_HEADER + size + (size & 1)
+    return None
+
+
+def _aiff_walked(src: Source) -> Payload | None:
     header = src.read(0, riff.FORM_HEADER)
     form_size = struct.unpack_from(">I", header, 4)[0]
     form = aiff.Aiff(header[8:12], None if form_size == 0 else 8 + form_size)
@@ -156,8 +202,30 @@ def _aiff(src: Source) -> Payload | None:
 
 
 def _mp4(src: Source) -> Payload | None:
-    boxes, _walked_to = mp4._walk_top_level(src)
-    return Payload([(box.body, box.size - box.header) for box in boxes if box.type == b"mdat"])
+    """The 'mdat' bodies among the top-level boxes (ISOBMFF 4.2: 32-bit size and type,
+    a 64-bit size when the size is 1, to the end of the file when it is 0). The walk
+    stops where :func:`.mp4._walk_top_level` does: at something that is not a box
+    header, such as tags appended by a tagger that does not know MP4."""
+    ranges, offset = [], 0
+    for _ in range(mp4.MAX_TOP_BOXES):
+        raw = src.read(offset, 16)
+        if len(raw) < 8 or not _printable(raw[4:8]):
+            break
+        size, header = int.from_bytes(raw[:4], "big"), 8
+        if size == 1 and len(raw) == 16:
+            size, header = int.from_bytes(raw[8:16], "big"), 16
+        elif size == 0:
+            size = src.size - offset
+        if size < header or offset + size > src.size:
+            break
+        if raw[4:8] == b"mdat":
+            ranges.append((offset + header, size - header))
+        offset += size
+    return Payload(ranges)
+
+
+def _printable(fourcc: bytes) -> bool:
+    return min(fourcc) >= 0x20 and max(fourcc) <= 0x7E
 
 
 def _ogg(src: Source) -> Payload | None:
@@ -177,18 +245,37 @@ _FINDERS = {"mp3": _mp3, "flac": _flac, "wav": _wav, "aiff": _aiff, "mp4": _mp4,
 # --- Ogg pages -----------------------------------------------------------------------
 
 def _ogg_region(src: Source) -> tuple[int, int] | None:
-    """Where the audio pages are: from the end of the header pages to the trailing tags."""
-    headers = ogg.read_headers(src)
-    if headers.end is None:
+    """Where the audio pages are: after the page on which the first logical stream's
+    header packets end (as :func:`.ogg.read_headers` counts them, without the CRCs the
+    check has verified), to the trailing tags."""
+    page = _ogg_page_header(src, 0)
+    if page is None or not page.flags & ogg.BOS:
         return None
-    end = tags.trailing_tags_start(src, headers.end)
-    return (headers.end, end) if end > headers.end else None
+    reader, serial = ogg._PacketReader(), page.serial
+    reader.feed(page, src.read(0, page.end))
+    if not reader.done:
+        return None
+    codec = ogg.identify(reader.done[0])
+    offset = page.end
+    while not ogg._headers_complete(codec, reader.done):
+        page = _ogg_page_header(src, offset)
+        if page is None or offset > ogg.HEADER_BUDGET:
+            return None
+        if page.serial == serial:
+            reader.feed(page, src.read(offset, page.end - offset))
+        offset = page.end
+    end = tags.trailing_tags_start(src, offset)
+    return (offset, end) if end > offset else None
+
+
+def _ogg_page_header(src: Source, offset: int) -> ogg.Page | None:
+    return ogg.parse_page_header(src.read(offset, ogg.PAGE_HEADER + ogg.MAX_LACING), 0, offset)
 
 
 def _ogg_pages(src: Source, offset: int, end: int):
     """The pages from ``offset`` (where one must start) to ``end``."""
     while offset < end:
-        page = ogg.parse_page_header(src.read(offset, ogg.PAGE_HEADER + ogg.MAX_LACING), 0, offset)
+        page = _ogg_page_header(src, offset)
         if page is None or page.end > end:
             raise ValueError(f"no whole Ogg page at byte {offset:,}")
         yield page
@@ -200,50 +287,31 @@ def _body(page: ogg.Page) -> tuple[int, int]:
     return start, page.end - start
 
 
-def _ogg_page_at(src: Source, point: int, start: int, end: int) -> ogg.Page | None:
-    """The page that holds byte ``point`` of the audio region [start, end).
+def _ogg_bodies_within(src: Source, region: tuple[int, int], low: int, high: int) -> bytes:
+    """The bytes in [low, high) of the audio region that lie in page bodies.
 
-    A page starts at most MAX_PAGE bytes before any byte it holds: the capture pattern
-    nearest before ``point`` whose header parses is taken, then pages are followed
-    forward (from ``start``, a page boundary, if none is found) until one reaches past it.
+    Page headers are found by their capture pattern and cut out with their segment
+    tables. The read starts two longest headers before ``low``: a header reaching into
+    the range starts within one, and a capture pattern that turns up inside a header (in
+    its CRC, say) is passed over because the header holding it was found first. A capture
+    pattern that is chance data in a body cuts out some audio bytes instead, the same
+    ones every time: what is hashed depends only on the bodies and the lengths of the
+    headers, not on the sequence numbers and CRCs that renumbering changes.
     """
-    page = _ogg_page_before(src, point, start) or _ogg_page_header(src, start)
-    while page is not None and page.end <= point:
-        page = _ogg_page_header(src, page.end) if page.end < end else None
-    return page if page is not None and page.end <= end else None
-
-
-def _ogg_page_before(src: Source, point: int, start: int) -> ogg.Page | None:
-    """The page whose capture pattern is the last one at or before ``point``, not before ``start``."""
-    high, low_limit = point + 1, max(start, point - ogg.MAX_PAGE)
-    while high > low_limit:
-        low = max(low_limit, high - OGG_SEARCH_WINDOW)
-        window = src.read(low, high - low + len(ogg.CAPTURE) - 1)
-        at = len(window)
-        while (at := window.rfind(ogg.CAPTURE, 0, at + len(ogg.CAPTURE) - 1)) >= 0:
-            page = _ogg_page_header(src, low + at)
-            if page is not None:
-                return page
-        high = low
-    return None
-
-
-def _ogg_page_header(src: Source, offset: int) -> ogg.Page | None:
-    return ogg.parse_page_header(src.read(offset, ogg.PAGE_HEADER + ogg.MAX_LACING), 0, offset)
-
-
-def _ogg_bodies(src: Source, page: ogg.Page, point: int, end: int, want: int) -> bytes:
-    """Up to ``want`` bytes of page bodies from ``point`` (or the next body after it) on,
-    ``page`` being the page that holds ``point``."""
-    parts, have = [], 0
-    for following in _ogg_pages(src, page.offset, end):
-        body, length = _body(following)
-        skip = max(0, point - body)
-        if skip < length:
-            parts.append(src.read(body + skip, min(length - skip, want - have)))
-            have += len(parts[-1])
-        if have >= want:
-            break
+    start, end = region
+    read_from = max(start, low - 2 * LONGEST_PAGE_HEADER)
+    data = src.read(read_from, min(end, high + ogg.PAGE_HEADER) - read_from)
+    parts, keep_from, headers_end, stop = [], low - read_from, 0, high - read_from
+    at = data.find(ogg.CAPTURE)
+    while 0 <= at < stop:
+        if at >= headers_end:
+            headers_end = at + ogg.PAGE_HEADER + (data[at + 26] if at + 26 < len(data) else ogg.MAX_LACING)
+            if at > keep_from:
+                parts.append(data[keep_from:at])
+            keep_from = max(keep_from, headers_end)
+        at = data.find(ogg.CAPTURE, at + 1)
+    if keep_from < stop:
+        parts.append(data[keep_from:stop])
     return b"".join(parts)
 
 
@@ -252,6 +320,7 @@ def _ogg_bodies(src: Source, page: ogg.Page, point: int, end: int, want: int) ->
 def sampled_identity(src: Source, fmt: str) -> str | None:
     """``a1:<payload length>:<hex>``, or None when the payload cannot be located."""
     try:
+        src = _Windows(src)
         if fmt == "ogg":
             return _ogg_sampled(src)
         payload = _locate(src, fmt)
@@ -266,15 +335,19 @@ def sampled_identity(src: Source, fmt: str) -> str | None:
 def _sampled(src: Source, payload: Payload) -> str:
     ranges = payload.ranges
     total = sum(length for _offset, length in ranges)
-    digest = hashlib.blake2b(payload.signature, digest_size=DIGEST_SIZE)
+    digest = hashlib.sha256(payload.signature)
     if total <= 3 * SLICE:
         spans = [(0, total)]
     else:
         spans = [(0, SLICE), ((total - SLICE) // 2, SLICE), (total - SLICE, SLICE)]
-    starts = _starts(ranges)
-    for position, length in spans:
-        digest.update(_payload_bytes(src, ranges, starts, position, length))
-    return f"{SAMPLED_SCHEME}:{total}:{digest.hexdigest()}"
+    if len(ranges) == 1:  # the usual case, without the mapping through the ranges
+        for position, length in spans:
+            digest.update(src.read(ranges[0][0] + position, length))
+    else:
+        starts = _starts(ranges)
+        for position, length in spans:
+            digest.update(_payload_bytes(src, ranges, starts, position, length))
+    return f"{SAMPLED_SCHEME}:{total}:{_hex(digest)}"
 
 
 def _starts(ranges: list[tuple[int, int]]) -> list[int]:
@@ -294,39 +367,61 @@ def _payload_bytes(src: Source, ranges, starts: list[int], position: int, length
         offset, size = ranges[index]
         skip = position - starts[index]
         take = min(size - skip, length)
-        parts.append(_cached_read(src, offset + skip, take))
+        parts.append(src.read(offset + skip, take))
         position, length, index = position + take, length - take, index + 1
     return b"".join(parts)
 
 
-def _cached_read(src: Source, offset: int, length: int) -> bytes:
-    """Bytes from the head or tail window when the check already read them there."""
-    head = src.head
-    if offset + length <= len(head):
-        return head[offset:offset + length]
-    tail = src._tail  # only if a check loaded it: loading it here would read more than asked
-    if tail is not None and offset >= src.tail_offset:
-        return tail[offset - src.tail_offset:offset - src.tail_offset + length]
-    return src.read(offset, length)
+class _Windows:
+    """A Source whose reads come from its head window and from one window at the end
+    where they fall inside them: the check has read the head, and the format finders
+    (trailing tags) and the end slice read around the end, so that is read once for all.
+    """
+
+    def __init__(self, src: Source):
+        self.src, self.path, self.size = src, src.path, src.size
+        self.head, self.tail_offset = src.head, src.tail_offset
+        self._end_offset = max(0, self.size - END_WINDOW)
+        self._end: bytes | None = None
+        self._fd = src._file.fileno()  # os.pread: one system call, no seek, no buffer refill
+
+    @property
+    def tail(self) -> bytes:
+        return self.src.tail
+
+    def fileobj(self):
+        return self.src.fileobj()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """As Source.read: up to ``length`` bytes at ``offset``, clamped to the file and MAX_READ."""
+        if offset < 0 or offset >= self.size or length <= 0:
+            return b""
+        end = min(offset + length, self.size, offset + MAX_READ)
+        if end <= len(self.head):
+            return self.head[offset:end]
+        if offset >= self.tail_offset and self.src._tail is not None:  # the check loaded the tail
+            return self.src._tail[offset - self.tail_offset:end - self.tail_offset]
+        if offset >= self._end_offset:
+            if self._end is None:
+                self._end = os.pread(self._fd, self.size - self._end_offset, self._end_offset)
+            return self._end[offset - self._end_offset:end - self._end_offset]
+        return os.pread(self._fd, end - offset, offset)
 
 
 def _ogg_sampled(src: Source) -> str | None:
-    """Page bodies at the start, middle and end of the audio region (region offsets, so
-    the same after the pages are renumbered and moved), and the region's length."""
+    """The body bytes in three windows of the audio region (start, middle, end, in offsets
+    of the region, which renumbering and growing header pages leave alone), and the
+    region's length."""
     region = _ogg_region(src)
     if region is None:
         return None
     start, end = region
     length = end - start
-    points = [start] if length <= 3 * SLICE else [start, start + (length - SLICE) // 2, end - SLICE]
-    want = length if length <= 3 * SLICE else SLICE
-    digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
-    for point in points:
-        page = _ogg_page_at(src, point, start, end)
-        if page is None:
-            return None
-        digest.update(_ogg_bodies(src, page, point, end, want))
-    return f"{SAMPLED_SCHEME}:{length}:{digest.hexdigest()}"
+    windows = [(0, length)] if length <= 3 * SLICE else [(0, SLICE), ((length - SLICE) // 2, SLICE), (length - SLICE, SLICE)]
+    digest = hashlib.sha256()
+    for position, size in windows:
+        digest.update(_ogg_bodies_within(src, region, start + position, start + position + size))
+    return f"{SAMPLED_SCHEME}:{length}:{_hex(digest)}"
 
 
 # --- the full identity ---------------------------------------------------------------
@@ -376,6 +471,10 @@ def _chunks(src: Source, start: int, end: int):
         offset += len(chunk)
 
 
+def _hex(digest) -> str:
+    return digest.hexdigest()[:DIGEST_CHARS]
+
+
 class _PayloadHasher:
     """Hashes the parts of consecutive file chunks that fall inside the payload ranges."""
 
@@ -383,7 +482,7 @@ class _PayloadHasher:
         self.ranges = ranges
         self.index = 0
         self.total = sum(length for _offset, length in ranges)
-        self.digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        self.digest = hashlib.sha256()
 
     def update(self, offset: int, chunk: bytes) -> None:
         view, chunk_end = memoryview(chunk), offset + len(chunk)
@@ -400,4 +499,4 @@ class _PayloadHasher:
             self.index += 1
 
     def identity(self) -> str:
-        return f"{FULL_SCHEME}:{self.total}:{self.digest.hexdigest()}"
+        return f"{FULL_SCHEME}:{self.total}:{_hex(self.digest)}"
