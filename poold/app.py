@@ -14,7 +14,7 @@ from . import filing
 from .config import Config
 from .integrity import check_file
 from .errors import PoolError
-from .library import AuditRelocation, IdentityLog, Relocator, candidate_checker, record_moves, relocated
+from .library import AuditRelocation, CandidateChecker, IdentityLog, Relocator, record_moves, relocated
 from .manifest import read_manifest
 from .scan import DEEP, QUICK, AuditReport, ScanOptions, Scanner, audit
 from .state import OutboxRequest, State
@@ -96,6 +96,7 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
         state.record_verified(report.verified)
         record_moves(state, relocation.moves, config.library.manifest if config.library.update_manifest else None)
         report.moved = {move.trackid: move.destination for move in relocation.moves}
+        report.files_checked += relocation.check.opened
         state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)
         outcome = AuditOutcome(report)
         if report.guard:  # the caller reports it: the CLI in its output, the daemon in its log
@@ -114,7 +115,7 @@ def audit_relocation(config: Config, state: State, cache, options: ScanOptions,
         Relocator(root, config.library.extensions, config.watch.ignore),
         tracks_again=lambda: relocated(read_manifest(config.library.manifest), locations),
         identities=state.track_identities,
-        check=candidate_checker(root, cache, options.workers),
+        check=CandidateChecker(root, cache, options.workers),
         judge=lambda tracks: Scanner(root, cache, options, verified=verified).findings(tracks),
     )
 

@@ -37,7 +37,7 @@ from .config import Config, ConfigError, load
 from .drainer import Backoff, Drainer, DrainResult, Stopping, confirmed_batches
 from .guard import LibraryGuard
 from .integrity.base import CORRUPT, OK
-from .library import Found, Library, Relocator, Volume, candidate_checker, record_moves
+from .library import CandidateChecker, Found, Library, Relocator, Volume, record_moves
 from .manifest import ManifestError, Track
 from .notify import Notifier, configure_service_logging, watchdog_interval
 from .scan import MISSING, Finding, LibraryUnavailable, check_track
@@ -418,7 +418,7 @@ class Daemon:
             renamed_to = self.renames.pop(track.path, None)
             if renamed_to and self.library.at(renamed_to) is None and not is_ignored(renamed_to, config.watch.ignore):
                 renames[track.path] = renamed_to
-        check = candidate_checker(config.library.root, self.state.file_cache(), app.scan_options(config).workers)
+        check = CandidateChecker(config.library.root, self.state.file_cache(), app.scan_options(config).workers)
         found = relocator.find(vanished, candidates, identities=self.state.track_identities(t.trackid for t in vanished),
                                check=check, renames=renames,
                                settling=lambda relative: os.path.join(root, relative) in self.settler)

@@ -385,25 +385,29 @@ class Relocator:
 
 # --- checking candidates ---------------------------------------------------------------
 
-def candidate_checker(root: Path, cache, workers: int) -> Callable[[list[str]], dict[str, Checked]]:
-    """Quick-check candidates through the scanner: the file cache answers for those
+class CandidateChecker:
+    """Quick-checks candidates through the scanner: the file cache answers for those
     unchanged since an earlier search, and their verdicts are cached for the next one
-    (and for the track's own check at its new path)."""
-    from .integrity.base import OK
-    from .scan import ScanOptions, Scanner
+    (and for the track's own check at its new path). ``opened`` counts files read."""
 
-    def check(paths: list[str]) -> dict[str, Checked]:
+    def __init__(self, root: Path, cache, workers: int):
+        self.root, self.cache, self.workers = root, cache, workers
+        self.opened = 0
+
+    def __call__(self, paths: list[str]) -> dict[str, Checked]:
+        from .integrity.base import OK
+        from .scan import ScanOptions, Scanner
+
         tracks = [Track(-1 - number, path) for number, path in enumerate(paths)]  # no manifest track's id
-        scanner = Scanner(root, cache, ScanOptions(workers=workers))
+        scanner = Scanner(self.root, self.cache, ScanOptions(workers=self.workers))
         identities = {finding.path: finding.identity for finding in scanner.findings(tracks) if finding.status == OK}
+        self.opened += scanner.checked_files
         unknown = [path for path, identity in identities.items() if identity is None]  # plain oks from the cache
-        if unknown and cache is not None:
-            identities.update(cache.identities(unknown))
+        if unknown and self.cache is not None:
+            identities.update(self.cache.identities(unknown))
         results = {path: NOT_CHECKED for path in paths}
         results.update((path, Checked(True, identity)) for path, identity in identities.items())
         return results
-
-    return check
 
 
 # --- recording moves -------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 import media
 from poold.config import DEFAULT_IGNORE
-from poold.library import (Candidates, Checked, Library, Relocator, SortedIds, Volume, candidate_checker,
+from poold.library import (CandidateChecker, Candidates, Checked, Library, Relocator, SortedIds, Volume,
                            is_case_insensitive, nfc)
 from poold.manifest import Track
 
@@ -124,7 +124,7 @@ def digest(path: Path) -> str:
 
 def find(relocator: Relocator, tracks: list[Track], present=(), identities=None, check=None, **kwargs):
     candidates = relocator.unknown(relocator.walk(), present)
-    check = check or candidate_checker(relocator.root, None, 1)
+    check = check or CandidateChecker(relocator.root, None, 1)
     return relocator.find(tracks, candidates, identities=identities or {}, check=check, **kwargs)
 
 
@@ -243,3 +243,39 @@ def test_candidates_index_names_in_the_volumes_form():
     assert Candidates(files, SENSITIVE).named_like(Track(1, "X/Café.mp3")) == [files[0].path]
     assert Candidates(files, SENSITIVE).named_like(Track(1, "X/song.mp3")) == []
     assert Candidates(files, INSENSITIVE).named_like(Track(1, "X/song.mp3")) == ["B/SONG.mp3"]
+
+
+# --- the audit's search: once, and only when something is missing ------------------------
+
+def test_the_audit_walks_once_and_only_when_something_is_missing(make_library, monkeypatch):
+    from poold import app
+
+    walks = []
+    real_walk = Relocator.walk
+    monkeypatch.setattr(Relocator, "walk", lambda self: walks.append(1) or real_walk(self))
+    library = make_library(["mp3", "flac", "m4a", "ogg", "wav"], extra="[guard]\nmax_missing_fraction = 1.0\n")
+    config = library.config()
+    assert app.run_audit(config).report.ok == 5 and walks == []
+    assert app.run_audit(config).report.ok == 5 and walks == []  # warm, nothing missing
+    moved = library.root / "Sorted" / library.paths[1002].name
+    moved.parent.mkdir()
+    library.paths[1002].rename(moved)
+    library.paths[1003].unlink()
+    library.paths[1004].unlink()
+    report = app.run_audit(config).report
+    assert walks == [1] and report.moved == {1002: "Sorted/track1002.flac"}
+    assert [(f.trackid, f.status) for f in report.problems] == [(1003, "missing"), (1004, "missing")]
+
+
+def test_track_identities_are_written_only_when_they_change(tmp_path):
+    from poold.state import State
+
+    with State(tmp_path) as state:
+        state.record_identities([(1, "a1:10:aa"), (2, "a1:10:bb")], now=100.0)
+        state.record_verified([(1, "a1:10:aa", "f1:10:ff")], now=150.0)
+        state.record_identities([(1, "a1:10:aa")], now=200.0)  # unchanged: the row stays as it was
+        assert tuple(state.db.execute("SELECT seen, verified FROM track_identity WHERE trackid=1").fetchone()) == (100.0, 150.0)
+        assert state.verified_identities() == {1: "f1:10:ff"}
+        state.record_identities([(1, "a1:10:cc")], now=300.0)  # other audio: no longer the verified one
+        assert state.track_identities([1, 2, 3]) == {1: "a1:10:cc", 2: "a1:10:bb"}
+        assert state.verified_identities() == {}
