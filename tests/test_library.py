@@ -279,3 +279,23 @@ def test_track_identities_are_written_only_when_they_change(tmp_path):
         state.record_identities([(1, "a1:10:cc")], now=300.0)  # other audio: no longer the verified one
         assert state.track_identities([1, 2, 3]) == {1: "a1:10:cc", 2: "a1:10:bb"}
         assert state.verified_identities() == {}
+
+
+def test_an_audit_on_a_case_insensitive_volume(exfat, encoded):
+    """On exFAT a path that differs in case is the same file, and a track moved and
+    renamed in another case is found by its name; neither is missing."""
+    from conftest import write_manifest
+    from poold import app
+    from poold.config import load
+
+    for relative, kind in (("incoming/song one.mp3", "mp3"), ("Crates/SONG TWO.FLAC", "flac")):
+        put(exfat / "Music", relative, encoded(kind))
+    manifest = exfat.parent / "manifest.json"
+    write_manifest(manifest, [{"trackid": 1, "path": "Incoming/Song One.mp3"},
+                              {"trackid": 2, "path": "Incoming/Song Two.flac"}])
+    config_path = exfat.parent / "config.toml"
+    config_path.write_text(f'[library]\nroot = "{exfat / "Music"}"\nmanifest = "{manifest}"\n'
+                           f'[state]\ndir = "{exfat.parent / "state"}"\n[guard]\nmax_missing_fraction = 1.0\n')
+    report = app.run_audit(load(config_path)).report
+    assert report.ok == 2 and not list(report.problems)
+    assert report.moved == {2: "Crates/SONG TWO.FLAC"}
