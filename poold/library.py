@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .integrity.base import OK
 from .manifest import ManifestError, Track, read_manifest, rewrite_manifest
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def is_case_insensitive(root: Path) -> bool:
         present = set(names)
         for name in sorted(names):
             swapped = name.swapcase()
-            if swapped != name and swapped not in present:
+            if swapped != name and swapped.swapcase() == name and swapped not in present:  # not "ß" -> "SS"
                 return os.path.lexists(os.path.join(folder, swapped))
         folders.extend(os.path.join(folder, n) for n in sorted(names) if os.path.isdir(os.path.join(folder, n)))
     return False
@@ -307,11 +308,12 @@ class Relocator:
         for path in sorted(wanted - waiting):
             if checked[path].ok and checked[path].identity:
                 by_identity[checked[path].identity].append(path)
+
+        def usable(path: str) -> bool:
+            return path in checked and checked[path].ok and path not in claimed and path not in waiting
+
         found = Found({}, set())
         for track in missing:
-            def usable(path: str) -> bool:
-                return path in checked and checked[path].ok and path not in claimed and path not in waiting
-
             identity = identities.get(track.trackid)
             move = self._match(track, candidates, identity, checked, by_identity, usable, renames.get(track.path))
             if move is not None:
@@ -395,8 +397,7 @@ class CandidateChecker:
         self.opened = 0
 
     def __call__(self, paths: list[str]) -> dict[str, Checked]:
-        from .integrity.base import OK
-        from .scan import ScanOptions, Scanner
+        from .scan import ScanOptions, Scanner  # scan imports this module's users, not the other way
 
         tracks = [Track(-1 - number, path) for number, path in enumerate(paths)]  # no manifest track's id
         scanner = Scanner(self.root, self.cache, ScanOptions(workers=self.workers))
@@ -452,7 +453,7 @@ class IdentityLog:
         self._pending: list[tuple[int, str]] = []
 
     def __call__(self, finding) -> None:
-        if finding.identity is not None and finding.status == "ok" and finding.trackid > 0:
+        if finding.identity is not None and finding.status == OK and finding.trackid > 0:
             self._pending.append((finding.trackid, finding.identity))
             if len(self._pending) >= self.BATCH:
                 self.flush()
