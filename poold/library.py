@@ -486,11 +486,12 @@ class SortedIds:
 class AuditRelocation:
     """The hook :func:`poold.scan.audit` calls with the findings of its missing tracks.
 
-    It walks the root once, reads the manifest's tracks again (``tracks_again``) to
-    tell the present tracks' files from candidates and to pick up the missing tracks,
-    matches them, judges the moved tracks at their new paths (``judge``) and yields
-    those findings in place of "missing". The moves are in :attr:`moves` afterwards,
-    for the caller to record.
+    It walks the root once and reads the manifest's tracks again (``tracks_again``),
+    to tell the present tracks' files from candidates and to pick up the missing
+    tracks (kept in memory up to :data:`CHUNK`; beyond that they are read a chunk at a
+    time), matches them, judges the moved tracks at their new paths (``judge``) and
+    yields those findings in place of "missing". The moves are in :attr:`moves`
+    afterwards, for the caller to record.
     """
 
     def __init__(self, relocator: Relocator, tracks_again: Callable[[], Iterable[Track]],
@@ -499,28 +500,37 @@ class AuditRelocation:
         self.relocator, self.tracks_again = relocator, tracks_again
         self.identities, self.check, self.judge = identities, check, judge
         self.moves: list[Move] = []
+        self._moved_tracks: list[Track] = []  # at their new paths
 
     def __call__(self, missing) -> Iterator:
         ids = SortedIds(finding.trackid for finding in missing)  # FindingList reads back in ID order
         walked = self.relocator.walk()
-        candidates = None
         if walked:
-            present = (track.path for track in self.tracks_again() if track.trackid not in ids)
-            candidates = self.relocator.unknown(walked, present)
-        if candidates:
-            self._match(ids, candidates)
-        moved = {move.trackid: move for move in self.moves}
-        if moved:
-            tracks = [track._replace(path=moved[track.trackid].destination)
-                      for track in self.tracks_again() if track.trackid in moved]
-            yield from self.judge(tracks)
+            lost: list[Track] = []
+            candidates = self.relocator.unknown(walked, self._present_paths(ids, lost))
+            if candidates:
+                self._match(ids, candidates, lost if len(lost) <= CHUNK else None)
+        if self._moved_tracks:
+            yield from self.judge(self._moved_tracks)
+        moved = {move.trackid for move in self.moves}
         for finding in missing:
             if finding.trackid not in moved:
                 yield finding
 
-    def _match(self, ids: SortedIds, candidates: Candidates) -> None:
+    def _present_paths(self, ids: SortedIds, lost: list[Track]) -> Iterator[str]:
+        """The present tracks' paths; the missing tracks go to ``lost``, the first CHUNK + 1."""
+        for track in self.tracks_again():
+            if track.trackid not in ids:
+                yield track.path
+            elif len(lost) <= CHUNK:
+                lost.append(track)
+
+    def _match(self, ids: SortedIds, candidates: Candidates, lost: list[Track] | None) -> None:
         checked: dict[str, Checked] = {}
         claimed: set[str] = set()
+        if lost is not None:
+            self._match_chunk(lost, candidates, checked, claimed)
+            return
         chunk: list[Track] = []
         for track in self.tracks_again():
             if track.trackid in ids:
@@ -536,3 +546,5 @@ class AuditRelocation:
         found = self.relocator.find(chunk, candidates, identities=identities, check=self.check,
                                     checked=checked, claimed=claimed)
         self.moves.extend(found.moves.values())
+        self._moved_tracks.extend(track._replace(path=found.moves[track.trackid].destination)
+                                  for track in chunk if track.trackid in found.moves)

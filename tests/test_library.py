@@ -247,9 +247,11 @@ def test_candidates_index_names_in_the_volumes_form():
 
 # --- the audit's search: once, and only when something is missing ------------------------
 
-def test_the_audit_walks_once_and_only_when_something_is_missing(make_library, monkeypatch):
-    from poold import app
+@pytest.mark.parametrize("chunk", [50_000, 1])  # 1: more missing tracks than are held at once
+def test_the_audit_walks_once_and_only_when_something_is_missing(make_library, monkeypatch, chunk):
+    from poold import app, library as library_module
 
+    monkeypatch.setattr(library_module, "CHUNK", chunk)
     walks = []
     real_walk = Relocator.walk
     monkeypatch.setattr(Relocator, "walk", lambda self: walks.append(1) or real_walk(self))
