@@ -99,7 +99,7 @@ def _locate(src: Source, fmt: str) -> Payload | None:
     if payload is None:
         return None
     ranges = _clean(payload.ranges, src.size)
-    return payload._replace(ranges=ranges) if ranges else None
+    return Payload(ranges, payload.signature) if ranges else None
 
 
 def _clean(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]] | None:
@@ -334,7 +334,7 @@ def sampled_identity(src: Source, fmt: str) -> str | None:
 
 def _sampled(src: Source, payload: Payload) -> str:
     ranges = payload.ranges
-    total = sum(length for _offset, length in ranges)
+    total = ranges[0][1] if len(ranges) == 1 else sum(length for _offset, length in ranges)
     digest = hashlib.sha256(payload.signature)
     if total <= 3 * SLICE:
         spans = [(0, total)]
