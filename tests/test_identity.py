@@ -141,6 +141,17 @@ def test_mp4_cover_art(fresh, kind):
         assert after == before.ranges
 
 
+@pytest.mark.parametrize("kind", ["m4a", "m4a_faststart"])
+def test_mp4_boxes_appended_at_the_end(fresh, kind):
+    """Tools that keep metadata outside 'moov' append top-level boxes (an XMP 'uuid', 'free')."""
+    path = fresh(kind)
+    before = Snapshot(path)
+    xmp_uuid = bytes.fromhex("be7acfcb97a942e89c71999491e3afac")
+    with open(path, "ab") as f:
+        f.write(_box(b"uuid", xmp_uuid + b"<x:xmpmeta>cue points</x:xmpmeta>") + _box(b"free", bytes(4000)))
+    assert before.assert_same_audio() == before.ranges
+
+
 def test_mp4_moov_before_or_after_mdat_is_the_same_audio(encoded_long):
     """The same encoding muxed with 'moov' last and with 'moov' first ("fast start")."""
     last, first = encoded_long("m4a"), encoded_long("m4a_faststart")
