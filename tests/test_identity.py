@@ -473,6 +473,20 @@ def test_full_identity_is_the_same_whatever_the_read_chunk(fresh, monkeypatch):
     assert whole["sha256"].hexdigest() == sha256(path)
 
 
+def test_a_broken_ogg_page_leaves_no_full_identity_but_whole_digests(fresh):
+    path = fresh("ogg")
+    ranges_ = ranges(path)
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    page_start = data.rindex(b"OggS", 0, ranges_[len(ranges_) // 2][0])
+    data[page_start] = ord("X")
+    open(path, "wb").write(bytes(data))
+    assert full_identity(path) is None
+    whole = {"sha256": hashlib.sha256()}
+    assert identity.hash_file(path, whole) is None
+    assert whole["sha256"].hexdigest() == hashlib.sha256(bytes(data)).hexdigest()
+
+
 # --- Ogg pages built by hand -----------------------------------------------------------
 
 def _page(packets_lacing, body, sequence, granule=0, flags=0, serial=0x1234):
