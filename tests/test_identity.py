@@ -421,12 +421,30 @@ def test_wav_ranges_are_the_data_chunk_body(tmp_path):
         assert payload_ranges(src, "wav") == [(12 + len(head) + 8, len(samples))]
 
 
+def test_wav_ranges_of_rf64_and_of_streamed_sizes(tmp_path):
+    samples = bytes(range(200)) * 5
+    ds64 = _chunk(b"ds64", struct.pack("<QQQI", 4 + 36 + 36 + 8 + len(samples), len(samples), len(samples), 0))
+    rf64 = b"RF64\xff\xff\xff\xffWAVE" + ds64 + FMT + b"data\xff\xff\xff\xff" + samples
+    streamed = b"RIFF\xff\xff\xff\xffWAVE" + FMT + b"data\xff\xff\xff\xff" + samples
+    for name, data in (("rf64", rf64), ("streamed", streamed)):
+        with _source(tmp_path, data, name) as src:
+            assert payload_ranges(src, "wav") == [(len(data) - len(samples), len(samples))], name
+
+
 def test_aiff_ranges_skip_the_ssnd_offset(tmp_path):
     comm = _chunk(b"COMM", struct.pack(">HIH", 1, 100, 8) + b"\x40\x0b\xfa" + bytes(7), big_endian=True)
     ssnd = _chunk(b"SSND", struct.pack(">II", 4, 0) + b"\0" * 4 + bytes(range(100)), big_endian=True)
     body = b"AIFF" + comm + ssnd
     with _source(tmp_path, b"FORM" + struct.pack(">I", len(body)) + body) as src:
         assert payload_ranges(src, "aiff") == [(12 + len(comm) + 8 + 8 + 4, 100)]
+
+
+def test_aiff_ranges_of_a_streamed_ssnd(tmp_path):
+    """A streaming writer leaves the FORM and SSND sizes 0: the sound runs to the end."""
+    comm = _chunk(b"COMM", struct.pack(">HIH", 1, 0, 8) + b"\x40\x0b\xfa" + bytes(7), big_endian=True)
+    data = b"FORM\0\0\0\0AIFF" + comm + b"SSND\0\0\0\0" + bytes(8) + bytes(range(100))
+    with _source(tmp_path, data) as src:
+        assert payload_ranges(src, "aiff") == [(len(data) - 100, 100)]
 
 
 def _box(fourcc, body, large=False):
