@@ -88,7 +88,11 @@ class Payload(NamedTuple):
 
 def payload_ranges(src: Source, fmt: str) -> list[tuple[int, int]] | None:
     """(offset, length) of the audio payload's byte ranges in file order, or None."""
-    payload = _locate(_Windows(src), fmt)
+    try:
+        windows = _Windows(src)
+    except OSError:
+        return None
+    payload = _locate(windows, fmt)
     return payload.ranges if payload else None
 
 
