@@ -593,6 +593,22 @@ def test_identities_are_cached_with_the_verdict(make_library):
         assert cache.identity("not/there.mp3") is None
 
 
+def test_a_retagged_file_is_checked_again_and_keeps_its_cached_identity(make_library):
+    library = make_library(["mp3", "flac"])
+    _audit(library)
+    relative = str(library.paths[1001].relative_to(library.root))
+    with State(library.config().state.dir) as state:
+        before = state.file_cache().identity(relative)
+    tags = ID3(library.paths[1001])
+    tags.add(GEOB(encoding=0, mime="application/octet-stream", filename="", desc="Serato Overview",
+                  data=os.urandom(30_000)))
+    tags.save()
+    report = _audit(library)
+    assert report.files_checked == 1 and not list(report.problems)
+    with State(library.config().state.dir) as state:
+        assert state.file_cache().identity(relative) == before is not None
+
+
 def test_verify_takes_the_full_identity_in_the_digest_pass(make_library):
     library = make_library(["mp3", "ogg"])
     rows = []
