@@ -459,7 +459,7 @@ def _drop_old_file_cache(db: sqlite3.Connection) -> None:
     audio identities) is dropped, to be created anew; its files are checked again once."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
     if columns and "full_identity" not in columns:
-        db.execute("DROP TABLE files")
+        db.execute("DROP TABLE IF EXISTS files")  # another process may have done it first
 
 
 def file_key(path: str, identity: tuple[int, int, int, int], logic: int, deep: bool = False) -> int:

@@ -141,6 +141,17 @@ def test_mp4_cover_art(fresh, kind):
         assert after == before.ranges
 
 
+@pytest.mark.parametrize("kind", ["m4a", "m4a_faststart"])
+def test_mp4_boxes_appended_at_the_end(fresh, kind):
+    """Tools that keep metadata outside 'moov' append top-level boxes (an XMP 'uuid', 'free')."""
+    path = fresh(kind)
+    before = Snapshot(path)
+    xmp_uuid = bytes.fromhex("be7acfcb97a942e89c71999491e3afac")
+    with open(path, "ab") as f:
+        f.write(_box(b"uuid", xmp_uuid + b"<x:xmpmeta>cue points</x:xmpmeta>") + _box(b"free", bytes(4000)))
+    assert before.assert_same_audio() == before.ranges
+
+
 def test_mp4_moov_before_or_after_mdat_is_the_same_audio(encoded_long):
     """The same encoding muxed with 'moov' last and with 'moov' first ("fast start")."""
     last, first = encoded_long("m4a"), encoded_long("m4a_faststart")
@@ -410,12 +421,30 @@ def test_wav_ranges_are_the_data_chunk_body(tmp_path):
         assert payload_ranges(src, "wav") == [(12 + len(head) + 8, len(samples))]
 
 
+def test_wav_ranges_of_rf64_and_of_streamed_sizes(tmp_path):
+    samples = bytes(range(200)) * 5
+    ds64 = _chunk(b"ds64", struct.pack("<QQQI", 4 + 36 + 36 + 8 + len(samples), len(samples), len(samples), 0))
+    rf64 = b"RF64\xff\xff\xff\xffWAVE" + ds64 + FMT + b"data\xff\xff\xff\xff" + samples
+    streamed = b"RIFF\xff\xff\xff\xffWAVE" + FMT + b"data\xff\xff\xff\xff" + samples
+    for name, data in (("rf64", rf64), ("streamed", streamed)):
+        with _source(tmp_path, data, name) as src:
+            assert payload_ranges(src, "wav") == [(len(data) - len(samples), len(samples))], name
+
+
 def test_aiff_ranges_skip_the_ssnd_offset(tmp_path):
     comm = _chunk(b"COMM", struct.pack(">HIH", 1, 100, 8) + b"\x40\x0b\xfa" + bytes(7), big_endian=True)
     ssnd = _chunk(b"SSND", struct.pack(">II", 4, 0) + b"\0" * 4 + bytes(range(100)), big_endian=True)
     body = b"AIFF" + comm + ssnd
     with _source(tmp_path, b"FORM" + struct.pack(">I", len(body)) + body) as src:
         assert payload_ranges(src, "aiff") == [(12 + len(comm) + 8 + 8 + 4, 100)]
+
+
+def test_aiff_ranges_of_a_streamed_ssnd(tmp_path):
+    """A streaming writer leaves the FORM and SSND sizes 0: the sound runs to the end."""
+    comm = _chunk(b"COMM", struct.pack(">HIH", 1, 0, 8) + b"\x40\x0b\xfa" + bytes(7), big_endian=True)
+    data = b"FORM\0\0\0\0AIFF" + comm + b"SSND\0\0\0\0" + bytes(8) + bytes(range(100))
+    with _source(tmp_path, data) as src:
+        assert payload_ranges(src, "aiff") == [(len(data) - 100, 100)]
 
 
 def _box(fourcc, body, large=False):
@@ -460,6 +489,20 @@ def test_full_identity_is_the_same_whatever_the_read_chunk(fresh, monkeypatch):
     whole = {"sha256": hashlib.sha256()}
     assert identity.hash_file(path, whole) == f"f1:{total}:{expected}"
     assert whole["sha256"].hexdigest() == sha256(path)
+
+
+def test_a_broken_ogg_page_leaves_no_full_identity_but_whole_digests(fresh):
+    path = fresh("ogg")
+    ranges_ = ranges(path)
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    page_start = data.rindex(b"OggS", 0, ranges_[len(ranges_) // 2][0])
+    data[page_start] = ord("X")
+    open(path, "wb").write(bytes(data))
+    assert full_identity(path) is None
+    whole = {"sha256": hashlib.sha256()}
+    assert identity.hash_file(path, whole) is None
+    assert whole["sha256"].hexdigest() == hashlib.sha256(bytes(data)).hexdigest()
 
 
 # --- Ogg pages built by hand -----------------------------------------------------------
@@ -548,6 +591,22 @@ def test_identities_are_cached_with_the_verdict(make_library):
         assert {path: cache.identity(path) for path in expected} == expected
         assert cache.identities(list(expected) + ["not/there.mp3"]) == expected
         assert cache.identity("not/there.mp3") is None
+
+
+def test_a_retagged_file_is_checked_again_and_keeps_its_cached_identity(make_library):
+    library = make_library(["mp3", "flac"])
+    _audit(library)
+    relative = str(library.paths[1001].relative_to(library.root))
+    with State(library.config().state.dir) as state:
+        before = state.file_cache().identity(relative)
+    tags = ID3(library.paths[1001])
+    tags.add(GEOB(encoding=0, mime="application/octet-stream", filename="", desc="Serato Overview",
+                  data=os.urandom(30_000)))
+    tags.save()
+    report = _audit(library)
+    assert report.files_checked == 1 and not list(report.problems)
+    with State(library.config().state.dir) as state:
+        assert state.file_cache().identity(relative) == before is not None
 
 
 def test_verify_takes_the_full_identity_in_the_digest_pass(make_library):

@@ -29,24 +29,28 @@ Two identities, each with a version prefix so that no future scheme is confused 
 these:
 
 - ``a1:<length>:<hex>`` (:func:`sampled_identity`), cheap enough for the quick check:
-  the payload's length and a SHA-256 (cut to 128 bits) over :data:`SLICE` bytes at the start, the
-  middle and the end of the payload (over all of it when it is shorter than three
-  slices), plus, for FLAC, the MD5 of the decoded audio that STREAMINFO carries.
-  Three places cost one read beyond the head and tail windows the check already holds.
-  It cannot see a change in a region it does not sample (the full identity can); the
-  length sees any truncation or extension, and the start slice holds the encoder's
-  headers (for LAME MP3s, a CRC over all the frames).
-  For Ogg the length is the length of the region the audio pages fill, and the slices
-  are the page-body bytes from the region's start, middle and last SLICE bytes on (page
-  headers skipped): the same after the pages are renumbered and moved, found without
-  walking every page.
-- ``f1:<length>:<hex>`` (:func:`full_identity`): the payload's length and a SHA-256 (cut
-  to 128 bits) over all of it, read in bounded chunks, for where the whole file is read anyway
+  the payload's length and a hash over :data:`SLICE` bytes at its start, middle and end
+  (over all of it when it is shorter than three slices), plus, for FLAC, the MD5 of the
+  decoded audio that STREAMINFO carries. The start comes from the head window the check
+  read, the end from one small read at the end of the file that also serves the
+  trailing-tag probes; the middle costs one read. It cannot see a change in a region it
+  does not sample (the full identity can): the length sees any truncation or extension,
+  and the start holds the encoder's headers (for LAME MP3s, a CRC over all the frames).
+  For Ogg the length is that of the region the audio pages fill, and the slices are
+  windows of that region with the page headers cut out (:func:`_ogg_bodies_within`):
+  the same after the pages are renumbered and moved, found without walking every page.
+- ``f1:<length>:<hex>`` (:func:`full_identity`): the payload's length and a hash over
+  all of it, read in bounded chunks, for where the whole file is read anyway
   (``--verify``, ``--deep``). :func:`hash_file` gives it in the same pass as whole-file
   digests.
 
-A payload that cannot be located (a damaged or unknown structure) has no identity: the
-functions return None and never raise.
+The hash is SHA-256 cut to 128 bits (a chance collision needs about 2^64 payloads of one
+length): OpenSSL runs it on the CPU's SHA instructions, where BLAKE2b, which Python
+carries in plain C, took 1.5-2x as long on the slices.
+
+A payload that cannot be located (a damaged or unknown structure) has no identity:
+:func:`payload_ranges`, :func:`sampled_identity` and :func:`full_identity` return None
+and never raise.
 """
 
 from __future__ import annotations
@@ -66,12 +70,13 @@ log = logging.getLogger(__name__)
 SAMPLED_SCHEME = "a1"
 FULL_SCHEME = "f1"
 SLICE = 1024
-DIGEST_CHARS = 32  # SHA-256 cut to 128 bits: collisions need ~2^64 files of one length
+DIGEST_CHARS = 32  # hex digits: SHA-256 cut to 128 bits
 READ_CHUNK = 1 << 20
 # Reads near the end of the file (trailing tags, the last slice) come from one window of
 # this size, unless the check loaded the Source's larger tail window.
 END_WINDOW = 4096
 LONGEST_PAGE_HEADER = ogg.PAGE_HEADER + ogg.MAX_LACING
+MAX_OGG_PAGES = 1 << 20  # a 2-hour Vorbis file of 4 KiB pages has about 125,000
 
 
 class Payload(NamedTuple):
@@ -83,7 +88,11 @@ class Payload(NamedTuple):
 
 def payload_ranges(src: Source, fmt: str) -> list[tuple[int, int]] | None:
     """(offset, length) of the audio payload's byte ranges in file order, or None."""
-    payload = _locate(_Windows(src), fmt)
+    try:
+        windows = _Windows(src)
+    except OSError:
+        return None
+    payload = _locate(windows, fmt)
     return payload.ranges if payload else None
 
 
@@ -99,7 +108,7 @@ def _locate(src: Source, fmt: str) -> Payload | None:
     if payload is None:
         return None
     ranges = _clean(payload.ranges, src.size)
-    return payload._replace(ranges=ranges) if ranges else None
+    return Payload(ranges, payload.signature) if ranges else None
 
 
 def _clean(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]] | None:
@@ -229,12 +238,16 @@ def _printable(fourcc: bytes) -> bool:
 
 
 def _ogg(src: Source) -> Payload | None:
-    """The body of every page in the audio region: one page header read a page."""
+    """The body of every page in the audio region: one page header read a page. A list
+    of more than MAX_OGG_PAGES ranges is not made (the full identity walks the pages
+    without one)."""
     region = _ogg_region(src)
     if region is None:
         return None
     ranges = []
     for page in _ogg_pages(src, region[0], region[1]):
+        if len(ranges) == MAX_OGG_PAGES:
+            return None
         ranges.append(_body(page))
     return Payload(ranges)
 
@@ -334,7 +347,7 @@ def sampled_identity(src: Source, fmt: str) -> str | None:
 
 def _sampled(src: Source, payload: Payload) -> str:
     ranges = payload.ranges
-    total = sum(length for _offset, length in ranges)
+    total = ranges[0][1] if len(ranges) == 1 else sum(length for _offset, length in ranges)
     digest = hashlib.sha256(payload.signature)
     if total <= 3 * SLICE:
         spans = [(0, total)]
@@ -440,16 +453,15 @@ def hash_file(path: str | os.PathLike, digests: dict) -> str | None:
     """The full identity, reading the file once; every byte of the file also goes to each
     of ``digests`` (hashlib objects), so a caller that hashes the whole file anyway
     (``--verify``) gets the identity from the same pass. With no ``digests`` only the
-    payload is read. Raises OSError when the file cannot be read (``digests`` are then
-    incomplete)."""
+    payload's extent is read. Raises OSError when the file cannot be read (``digests``
+    are then incomplete)."""
     with Source(path) as src:
         module = sniff(src.head)
-        payload = _locate(src, module.FORMAT) if module is not None else None
-        ranges = payload.ranges if payload else []
+        extent, ranges = _payload_stream(_Windows(src), module.FORMAT) if module else (None, iter(()))
         if digests:
             sweep = (0, src.size)
-        elif ranges:
-            sweep = (ranges[0][0], ranges[-1][0] + ranges[-1][1])
+        elif extent:
+            sweep = extent
         else:
             return None
         hasher = _PayloadHasher(ranges)
@@ -457,7 +469,26 @@ def hash_file(path: str | os.PathLike, digests: dict) -> str | None:
             for digest in digests.values():
                 digest.update(chunk)
             hasher.update(offset, chunk)
-    return hasher.identity() if ranges else None
+    return hasher.identity() if extent else None
+
+
+def _payload_stream(src: "_Windows", fmt: str):
+    """(first offset, end) of the payload and an iterator over its ranges; (None, empty)
+    when it cannot be located. Ogg's ranges, one a page, are produced as the pages are
+    walked, so that memory stays bounded however many pages a file has."""
+    if fmt != "ogg":
+        payload = _locate(src, fmt)
+        if payload is None:
+            return None, iter(())
+        return (payload.ranges[0][0], sum(payload.ranges[-1])), iter(payload.ranges)
+    try:
+        region = _ogg_region(src)
+    except Exception as exc:
+        log.debug("no Ogg audio region in %s: %s: %s", src.path, type(exc).__name__, exc)
+        return None, iter(())
+    if region is None:
+        return None, iter(())
+    return region, (_body(page) for page in _ogg_pages(src, *region))
 
 
 def _chunks(src: Source, start: int, end: int):
@@ -476,27 +507,44 @@ def _hex(digest) -> str:
 
 
 class _PayloadHasher:
-    """Hashes the parts of consecutive file chunks that fall inside the payload ranges."""
+    """Hashes the parts of consecutive file chunks that fall inside the payload ranges,
+    taken one at a time from an iterator (ascending, not overlapping). A range the
+    iterator fails to give (an Ogg page that is not whole) leaves no identity."""
 
-    def __init__(self, ranges: list[tuple[int, int]]):
+    def __init__(self, ranges):
         self.ranges = ranges
-        self.index = 0
-        self.total = sum(length for _offset, length in ranges)
+        self.total = 0
+        self.failed = False
         self.digest = hashlib.sha256()
+        self.current = self._next()
+
+    def _next(self) -> tuple[int, int] | None:
+        try:
+            current = next(self.ranges, None)
+        except Exception as exc:
+            log.debug("the payload's ranges ended early: %s: %s", type(exc).__name__, exc)
+            self.failed = True
+            return None
+        if current is not None:
+            self.total += current[1]
+        return current
 
     def update(self, offset: int, chunk: bytes) -> None:
         view, chunk_end = memoryview(chunk), offset + len(chunk)
-        while self.index < len(self.ranges):
-            start, length = self.ranges[self.index]
+        while self.current is not None:
+            start, length = self.current
             end = start + length
             if start >= chunk_end:
                 return
-            lo, hi = max(start, offset), min(end, chunk_end)
-            if lo < hi:
-                self.digest.update(view[lo - offset:hi - offset])
+            low, high = max(start, offset), min(end, chunk_end)
+            if low < high:
+                self.digest.update(view[low - offset:high - offset])
             if end > chunk_end:
                 return
-            self.index += 1
+            self.current = self._next()
 
-    def identity(self) -> str:
+    def identity(self) -> str | None:
+        """The identity once every range was hashed; None if some were not."""
+        if self.failed or self.current is not None:
+            return None
         return f"{FULL_SCHEME}:{self.total}:{_hex(self.digest)}"
