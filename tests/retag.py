@@ -20,13 +20,14 @@ def junk(size: int, seed: int) -> bytes:
 
 
 def retag_mp3(path: Path) -> None:
-    """Serato-style GEOB frames and a key grow ID3v2 past its padding (the audio shifts),
-    then an APEv2 tag and an ID3v1 tag are added at the end."""
+    """Serato-style GEOB frames, a key and cover art grow ID3v2 past its padding (the
+    audio shifts), then an APEv2 tag and an ID3v1 tag are added at the end."""
     tags = mutagen.id3.ID3(path)
     tags.add(mutagen.id3.GEOB(encoding=0, mime="application/octet-stream", desc="Serato Overview",
                               data=junk(12_000, 1)))
     tags.add(mutagen.id3.TKEY(encoding=3, text=["8A"]))
     tags.add(mutagen.id3.PRIV(owner="TRAKTOR4", data=junk(900, 2)))
+    tags.add(mutagen.id3.APIC(encoding=3, mime="image/jpeg", type=3, desc="Cover", data=b"\xff\xd8\xff\xe0" + junk(20_000, 8)))
     tags.save(path, v1=2, padding=lambda info: 0)
     ape = mutagen.apev2.APEv2()
     ape["Comment"] = "cue 1 at 0:32"
@@ -61,9 +62,11 @@ def retag_ogg(path: Path) -> None:
 
 
 def retag_wav(path: Path) -> None:
+    """A key and cover art in an 'id3 ' chunk after the samples."""
     tags = mutagen.wave.WAVE(path)
     tags.add_tags()
     tags.tags.add(mutagen.id3.TKEY(encoding=3, text=["11B"]))
+    tags.tags.add(mutagen.id3.APIC(encoding=3, mime="image/jpeg", type=3, desc="Cover", data=b"\xff\xd8\xff\xe0" + junk(20_000, 9)))
     tags.save()
 
 
