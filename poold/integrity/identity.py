@@ -107,6 +107,9 @@ def _locate(src: Source, fmt: str) -> Payload | None:
         return None
     if payload is None:
         return None
+    if len(payload.ranges) == 1:  # the usual case
+        offset, length = payload.ranges[0]
+        return payload if length > 0 and 0 <= offset and offset + length <= src.size else None
     ranges = _clean(payload.ranges, src.size)
     return Payload(ranges, payload.signature) if ranges else None
 
@@ -394,6 +397,7 @@ class _Windows:
     def __init__(self, src: Source):
         self.src, self.path, self.size = src, src.path, src.size
         self.head, self.tail_offset = src.head, src.tail_offset
+        self._head_length = len(self.head)
         self._end_offset = max(0, self.size - END_WINDOW)
         self._end: bytes | None = None
         self._fd = src._file.fileno()  # os.pread: one system call, no seek, no buffer refill
@@ -410,7 +414,7 @@ class _Windows:
         if offset < 0 or offset >= self.size or length <= 0:
             return b""
         end = min(offset + length, self.size, offset + MAX_READ)
-        if end <= len(self.head):
+        if end <= self._head_length:
             return self.head[offset:end]
         if offset >= self.tail_offset and self.src._tail is not None:  # the check loaded the tail
             return self.src._tail[offset - self.tail_offset:end - self.tail_offset]
