@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,8 +14,9 @@ from . import filing, heal
 from .config import Config
 from .integrity import check_file
 from .errors import PoolError
-from .manifest import Track, read_manifest
-from .scan import DEEP, QUICK, AuditReport, ScanOptions, audit
+from .library import AuditRelocation, CandidateChecker, IdentityLog, Relocator, record_moves, relocated
+from .manifest import read_manifest
+from .scan import DEEP, QUICK, AuditReport, ScanOptions, Scanner, audit
 from .state import OutboxRequest, State
 
 if TYPE_CHECKING:
@@ -81,12 +81,22 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
         client = make_client(config)
     with State(config.state.dir) as state:
         audit_id = state.start_audit()
+        cache, locations = state.file_cache(), state.locations()
+        verified = state.verified_identities() if options.verify else {}
+        relocation = audit_relocation(config, state, cache, options, locations, verified)
+        identities = IdentityLog(state)
         report = audit(
-            config.library.root, relocated(read_manifest(config.library.manifest), state.locations()),
-            cache=state.file_cache(), options=options, open_ids=frozenset(state.open_trackids()),
+            config.library.root, relocated(read_manifest(config.library.manifest), locations),
+            cache=cache, options=options, open_ids=frozenset(state.open_trackids()),
             max_missing_fraction=config.guard.max_missing_fraction, marker=config.guard.marker,
-            manifest=str(config.library.manifest), on_finding=on_finding,
+            manifest=str(config.library.manifest), on_finding=on_finding, relocate=relocation, verified=verified,
+            on_checked=identities,
         )
+        identities.flush()
+        state.record_verified(report.verified)
+        record_moves(state, relocation.moves, config.library.manifest if config.library.update_manifest else None)
+        report.moved = {move.trackid: move.destination for move in relocation.moves}
+        report.files_checked += relocation.check.opened
         state.finish_audit(audit_id, report.checked, report.ok, len(report.problems), report.guard)
         outcome = AuditOutcome(report)
         if report.guard:  # the caller reports it: the CLI in its output, the daemon in its log
@@ -97,15 +107,17 @@ def run_audit(config: Config, *, request: bool = False, options: ScanOptions | N
     return outcome
 
 
-def relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterable[Track]:
-    """The manifest's tracks, with the paths of tracks poold saw moved replaced."""
-    return _relocated(tracks, locations) if locations else tracks
-
-
-def _relocated(tracks: Iterable[Track], locations: dict[int, str]) -> Iterator[Track]:
-    for track in tracks:
-        moved_to = locations.get(track.trackid)
-        yield track._replace(path=moved_to) if moved_to else track
+def audit_relocation(config: Config, state: State, cache, options: ScanOptions,
+                     locations: dict[int, str], verified: dict[int, str]) -> AuditRelocation:
+    """The audit's search for its missing tracks elsewhere under the root (poold.library)."""
+    root = config.library.root
+    return AuditRelocation(
+        Relocator(root, config.library.extensions, config.watch.ignore),
+        tracks_again=lambda: relocated(read_manifest(config.library.manifest), locations),
+        identities=state.track_identities,
+        check=CandidateChecker(root, cache, options.workers),
+        judge=lambda tracks: Scanner(root, cache, options, verified=verified).findings(tracks),
+    )
 
 
 def file_requests(config: Config, state: State, client: PoolClient | None, outcome: AuditOutcome) -> None:

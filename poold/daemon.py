@@ -23,8 +23,6 @@ is back it is checked in full, and what that check finds is settled before filin
 from __future__ import annotations
 
 import collections
-import dataclasses
-import datetime
 import logging
 import os
 import random
@@ -32,26 +30,25 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import app, filing, heal
 from .config import Config, ConfigError, load
+from .drainer import Backoff, Drainer, DrainResult, Stopping, confirmed_batches
+from .guard import LibraryGuard
 from .integrity.base import CORRUPT, OK
-from .manifest import ManifestError, Track, read_manifest, rewrite_manifest
+from .library import CandidateChecker, Found, Library, Relocator, Volume, record_moves
+from .manifest import ManifestError, Track
 from .notify import Notifier, configure_service_logging, watchdog_interval
-from .errors import PoolError
-from .scan import MISSING, Finding, LibraryUnavailable, check_track, library_problem
+from .scan import MISSING, Finding, LibraryUnavailable, check_track
 from .state import State
-from .watch import (Change, LibraryWatcher, Settler, Undecided, find_move, is_ignored, mount_point, signature,
-                    unknown_files)
+from .watch import Change, LibraryWatcher, Settler, is_ignored, signature
 
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 1.0  # seconds between checks of the guard, the observer and the drain thread
 SHUTDOWN_DRAIN_WAIT = 2.5  # how long a request in flight may take to finish at SIGTERM
 SHUTDOWN_CHECK_WAIT = 1.5  # how long a full check may take to stop its worker processes
-BACKOFF_FIRST, BACKOFF_MAX = 60.0, 1800.0
 FULL_CHECK_RETRY = 300.0  # after a full check that failed for a reason of its own
 RESCAN_JITTER = 0.1
 MANY_CHANGED_TRACKS = 100  # a manifest change this large is checked in full, not track by track
@@ -61,205 +58,6 @@ def run_daemon(config_path: Path) -> int:
     """Run until SIGTERM or SIGINT; 0 after a clean shutdown. Config errors raise (exit 2)."""
     configure_service_logging()
     return Daemon(config_path).run()
-
-
-# --- the manifest in memory ---------------------------------------------------------
-
-class Library:
-    """The manifest's tracks at their current paths (moves applied), by id and by path."""
-
-    def __init__(self, tracks: Iterable[Track] = ()):
-        self.tracks: dict[int, Track] = {track.trackid: track for track in tracks}
-        self.by_path: dict[str, int] = {track.path: track.trackid for track in self.tracks.values()}
-
-    @classmethod
-    def read(cls, manifest: Path, locations: dict[int, str]) -> "Library":
-        return cls(app.relocated(read_manifest(manifest), locations))
-
-    def __len__(self) -> int:
-        return len(self.tracks)
-
-    def at(self, relative: str) -> Track | None:
-        trackid = self.by_path.get(relative)
-        return None if trackid is None else self.tracks[trackid]
-
-    def under(self, folder: str) -> list[Track]:
-        prefix = folder.rstrip("/") + "/"
-        return [track for track in self.tracks.values() if track.path.startswith(prefix)]
-
-    def relocate(self, trackid: int, path: str) -> None:
-        track = self.tracks[trackid]
-        del self.by_path[track.path]
-        self.tracks[trackid] = next(app.relocated([track], {trackid: path}))
-        self.by_path[path] = trackid
-
-    def diff(self, newer: "Library") -> tuple[list[Track], set[int]]:
-        """Tracks of ``newer`` that are new or different here, and the ids it no longer has."""
-        changed = [track for trackid, track in newer.tracks.items() if self.tracks.get(trackid) != track]
-        return changed, set(self.tracks) - set(newer.tracks)
-
-
-# --- the library-loss guard ---------------------------------------------------------
-
-class LibraryGuard:
-    """Why the library looks unavailable (or None), including "unmounted since start".
-
-    The device check: the root's device is remembered when first seen healthy. When it
-    changes, the mount point above the root decides: if it is the same or deeper (the
-    drive was remounted, or a drive got mounted over the path), the new device is
-    accepted; if it is shallower, the drive the library was on is gone and what is
-    left is the folder it was mounted on.
-    """
-
-    def __init__(self, root: Path, marker: str | None, stat_device: Callable[[Path], int] = lambda p: p.stat().st_dev,
-                 find_mount_point: Callable[[Path], str] = mount_point):
-        self.root, self.marker = root, marker
-        self.stat_device, self.find_mount_point = stat_device, find_mount_point
-        self.baseline: tuple[int, str] | None = None
-
-    def problem(self) -> str | None:
-        if problem := library_problem(self.root, self.marker):
-            return problem
-        try:
-            device = self.stat_device(self.root)
-        except OSError as exc:
-            return f"the library folder {self.root} cannot be read ({exc.strerror})"
-        if self.baseline is None:
-            self.baseline = (device, self.find_mount_point(self.root))
-        if device == self.baseline[0]:
-            return None
-        point = self.find_mount_point(self.root)
-        if len(point) >= len(self.baseline[1]):
-            log.info("the library is on another device now, mounted at %s: accepted", point)
-            self.baseline = (device, point)
-            return None
-        return (f"the library folder {self.root} is no longer on the drive mounted at {self.baseline[1]} "
-                f"(it is on {point} now): drive unmounted?")
-
-
-# --- filing -------------------------------------------------------------------------
-
-def confirmed_batches(state: State, config: Config, confirmed: set[int], now: float | None = None) -> list[filing.Batch]:
-    """filing.plan's batches, keeping only tracks this daemon judged broken after settling."""
-    now = time.time() if now is None else now
-    batches, _held = filing.plan(state, config.requests, now)
-    day = datetime.date.fromtimestamp(now)
-    kept = []
-    for batch in batches:
-        incidents = tuple(i for i in batch.incidents if i.trackid in confirmed)
-        if incidents:
-            kept.append(filing.Batch(batch.cause, filing.reason_text(batch.cause, len(incidents), day), incidents))
-    return kept
-
-
-class Backoff:
-    """Delays between drain attempts after failures: 1 min, doubling, at most 30 min."""
-
-    def __init__(self, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX):
-        self.first, self.maximum = first, maximum
-        self.delay: float | None = None
-
-    def failed(self) -> float:
-        self.delay = self.first if self.delay is None else min(self.delay * 2, self.maximum)
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DrainResult:
-    outcome: str  # idle | ok | retry | error | stopped
-    message: str = ""
-
-
-class _Stopping(Exception):
-    """Raised in the drain or full-check thread to give up at shutdown (not a PoolError: never retried)."""
-
-
-class _StopAware:
-    """A PoolClient stand-in that refuses to start another attempt once shutdown began."""
-
-    def __init__(self, client, stopping: threading.Event):
-        self.client, self.stopping = client, stopping
-
-    def redownload(self, trackids, reason, on_attempt=None):
-        def attempt():
-            if self.stopping.is_set():
-                raise _Stopping()
-            if on_attempt:
-                on_attempt()
-        return self.client.redownload(trackids, reason, on_attempt=attempt)
-
-
-class Drainer:
-    """Sends the outbox from a thread of its own, so a slow or failing POOL never stalls the watch."""
-
-    def __init__(self, config: Config, post: Callable[[tuple], None]):
-        self.config = config
-        self.post = post
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._client, self._client_config = None, None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="poold-drain", daemon=True)
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float) -> bool:
-        """Ask the thread to finish; True if it did within ``timeout`` (nothing left in flight)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.alive()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            self.post(("drain", self._drain_once()))
-        if self._client is not None:
-            self._client.close()
-
-    def _drain_once(self) -> DrainResult:
-        config = self.config
-        if config.requests.dry_run:
-            return DrainResult("idle")
-        started = time.time()
-        try:
-            with State(config.state.dir) as state:
-                if not state.pending_requests():
-                    return DrainResult("idle")
-                settled = filing.drain(state, _StopAware(self._client_for(config), self._stop))
-                failed = [r for r in state.pending_requests() if r.updated >= started and r.last_error]
-        except _Stopping:
-            return DrainResult("stopped")
-        except (PoolError, app.SetupError) as exc:
-            return DrainResult("error", str(exc))
-        except Exception as exc:  # a bug here must not end the drain thread
-            log.exception("sending requests failed")
-            return DrainResult("error", f"{type(exc).__name__}: {exc}")
-        for request in settled:
-            if request.state == "rejected":
-                log.error("request %d for tracks %s was rejected: %s", request.id, list(request.trackids),
-                          request.last_error)
-        return DrainResult("retry", failed[0].last_error) if failed else DrainResult("ok")
-
-    def _client_for(self, config: Config):
-        if self._client is None or self._client_config is not config:
-            if self._client is not None:
-                self._client.close()
-            self._client, self._client_config = app.make_client(config), config
-        return self._client
 
 
 # --- waking the main loop -------------------------------------------------------------
@@ -482,6 +280,7 @@ class Daemon:
     def _leave_guard(self, now: float) -> None:
         log.warning("the library is back at %s: checking it in full before anything is requested", self.config.library.root)
         self.root_problem = None
+        self.library.volume = Volume.probe(self.config.library.root)  # it may be another drive
         self.next_full_check = now
         self._restart_watcher(now, died=False)
 
@@ -549,8 +348,9 @@ class Daemon:
 
     def _remember_rename(self, source: str, destination: str) -> None:
         source_rel, destination_rel = self._relative(source), self._relative(destination)
-        if source_rel in self.library.by_path and destination_rel is not None:
-            self.renames[source_rel] = destination_rel
+        track = self.library.at(source_rel) if source_rel is not None else None
+        if track is not None and destination_rel is not None:
+            self.renames[track.path] = destination_rel
 
     def _relative(self, path: str) -> str | None:
         """The path relative to the library root, POSIX style; None outside the root."""
@@ -568,7 +368,7 @@ class Daemon:
             if relative is None or is_ignored(relative, self.config.watch.ignore):
                 return False
             extension = os.path.splitext(relative)[1].lower()
-            if relative not in self.library.by_path and extension not in self.config.library.extensions:
+            if extension not in self.config.library.extensions and self.library.at(relative) is None:
                 return False
         self.settler.touch(path, now, signature(path))
         return True
@@ -599,46 +399,40 @@ class Daemon:
             if self.stopping:
                 return
             findings.append((track, check_track(root, track)))
-        vanished = [track for track, finding in findings if finding.status == MISSING]
-        moves, undecided = self._find_moves(vanished, now)
+        found = self._relocate([track for track, finding in findings if finding.status == MISSING], now)
         problems = [f for t, f in findings if f.status == CORRUPT or
-                    (f.status == MISSING and t.trackid not in moves and t.trackid not in undecided)]
+                    (f.status == MISSING and t.trackid not in found.moves and t.trackid not in found.undecided)]
         if problem := self.guard.problem():  # the drive may have gone while we looked
             self._enter_guard(problem)
             return
         if self._too_much_missing(problems, now):
             return
-        self._apply_moves(moves, now)
+        self._apply_moves(found, now)
         self._record(problems, [f.trackid for _t, f in findings if f.status == OK])
         self._file()
 
-    def _find_moves(self, vanished: list[Track], now: float) -> tuple[dict[int, str], set[int]]:
-        """New homes of vanished tracks; and the tracks whose possible new home is still settling."""
+    def _relocate(self, vanished: list[Track], now: float) -> Found:
+        """Where vanished tracks went (:mod:`poold.library`'s rule, with the watcher's renames
+        as the strongest evidence); a track whose possible new home is still settling waits."""
         if not vanished:
-            return {}, set()
+            return Found({}, set())
         config = self.config
-        files = unknown_files(config.library.root, set(self.library.by_path), config.library.extensions,
-                              config.watch.ignore)
         root = str(config.library.root)
-
-        def settling(relative: str) -> bool:
-            return os.path.join(root, relative) in self.settler
-
-        moves, undecided, claimed = {}, set(), set()
+        relocator = Relocator(config.library.root, config.library.extensions, config.watch.ignore)
+        gone = {track.path for track in vanished}
+        candidates = relocator.unknown(relocator.walk(), (path for path in self.library.by_path if path not in gone))
+        renames = {}
         for track in vanished:
             renamed_to = self.renames.pop(track.path, None)
-            if renamed_to and (renamed_to in self.library.by_path or is_ignored(renamed_to, config.watch.ignore)):
-                renamed_to = None
-            try:
-                destination = find_move(track, config.library.root, files, renamed_to, settling, claimed)
-            except Undecided:
-                undecided.add(track.trackid)
-                self._touch_track(track, now)
-                continue
-            if destination:
-                moves[track.trackid] = destination
-                claimed.add(destination)
-        return moves, undecided
+            if renamed_to and self.library.at(renamed_to) is None and not is_ignored(renamed_to, config.watch.ignore):
+                renames[track.path] = renamed_to
+        check = CandidateChecker(config.library.root, self.state.file_cache(), app.scan_options(config).workers)
+        found = relocator.find(vanished, candidates, identities=self.state.track_identities(t.trackid for t in vanished),
+                               check=check, renames=renames,
+                               settling=lambda relative: os.path.join(root, relative) in self.settler)
+        for trackid in found.undecided:
+            self._touch_track(self.library.tracks[trackid], now)
+        return found
 
     def _too_much_missing(self, problems: list[Finding], now: float) -> bool:
         """The fraction guard, counting tracks already known missing as well as these."""
@@ -661,29 +455,22 @@ class Daemon:
         if self.recheck_from is None:
             self.recheck_from = now
 
-    def _apply_moves(self, moves: dict[int, str], now: float) -> None:
+    def _apply_moves(self, found: Found, now: float) -> None:
         """Record where moved tracks are now; they are not losses and nothing is filed for them."""
-        if not moves:
+        if not found.moves:
             return
+        config = self.config
+        record_moves(self.state, found.moves.values(), config.library.manifest if config.library.update_manifest else None)
+        self._moved({trackid: move.destination for trackid, move in found.moves.items()}, now)
+
+    def _moved(self, moves: dict[int, str], now: float) -> None:
+        """Follow moves already recorded: the library in memory, incidents, what is confirmed."""
         for trackid, destination in moves.items():
-            source = self.library.tracks[trackid].path
-            self.state.set_location(trackid, destination, source)
-            self.library.relocate(trackid, destination)
-            self._touch_track(self.library.tracks[trackid], now)  # judge the file at its new place
-            log.info("track %d moved: %s -> %s (new location recorded, nothing requested)", trackid, source, destination)
+            if trackid in self.library.tracks:
+                self.library.relocate(trackid, destination)
+                self._touch_track(self.library.tracks[trackid], now)  # judge the file at its new place
         self.state.resolve(moves)
         self.confirmed -= moves.keys()
-        if self.config.library.update_manifest:
-            self._update_manifest(moves)
-
-    def _update_manifest(self, moves: dict[int, str]) -> None:
-        manifest = self.config.library.manifest
-        try:
-            rewrite_manifest(manifest, moves)
-        except (OSError, ValueError, KeyError, ManifestError) as exc:
-            log.warning("could not write the new paths into %s (%s); poold keeps them in its state", manifest, exc)
-        else:
-            log.info("wrote %d new track path(s) into %s", len(moves), manifest)
 
     def _record(self, problems: list[Finding], ok_trackids: list[int]) -> None:
         self.state.record_problems((f.trackid, f.path, f.status, f.reason, f.detail) for f in problems)
@@ -739,11 +526,11 @@ class Daemon:
         """Runs on its own thread: the audit (which records incidents); the outcome goes to the main loop."""
         def give_up_when_stopping(_finding) -> None:
             if self.stopping:
-                raise _Stopping()
+                raise Stopping()
 
         try:
             self.post(("check", app.run_audit(config, request=False, on_finding=give_up_when_stopping), None))
-        except _Stopping:
+        except Stopping:
             pass
         except Exception as exc:
             self.post(("check", None, exc))
@@ -761,22 +548,18 @@ class Daemon:
         elif error is not None:
             log.error("the full check failed: %s: %s", type(error).__name__, error)
             self.next_full_check = min(self.next_full_check, now + FULL_CHECK_RETRY)
-        elif outcome.report.guard:
-            self._on_guarded_full_check(outcome.report, now)
         else:
-            self._on_clean_full_check(outcome.report, now)
+            self._moved(outcome.report.moved, now)  # the check recorded them already
+            if outcome.report.guard:
+                self._on_guarded_full_check(outcome.report, now)
+            else:
+                self._on_clean_full_check(outcome.report, now)
 
     def _on_guarded_full_check(self, report, now: float) -> None:
+        """Too much is missing even after the check looked for moved tracks (see
+        :mod:`poold.library`): the library looks partly unavailable."""
         if problem := self.guard.problem():
             self._enter_guard(problem)
-            return
-        # Many tracks missing may be a big reorganisation done while poold was not watching.
-        vanished = [self.library.tracks[f.trackid] for f in report.problems
-                    if f.status == MISSING and f.trackid in self.library.tracks]
-        moves, _undecided = self._find_moves(vanished, now)
-        if moves:
-            self._apply_moves(moves, now)
-            self.next_full_check = now
             return
         self._enter_fraction_guard(report.guard, now)
 
@@ -797,7 +580,7 @@ class Daemon:
     def _reload_manifest(self, judge_changes: bool) -> None:
         config = self.config
         try:
-            library = Library.read(config.library.manifest, self.state.locations())
+            library = Library.read(config.library.manifest, self.state.locations(), Volume.probe(config.library.root))
         except ManifestError as exc:
             self._manifest_failed(exc)
             return

@@ -8,6 +8,7 @@ length match the manifest's duration; with ``verify``, do its hashes match.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .integrity import LOGIC_VERSION, check_file
-from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
+from .integrity.base import CORRUPT, OK, UNCHECKED, Source, Verdict
 from .manifest import Track
 from .state import CachedCheck, FileCache, file_key, logic_number
 
@@ -39,9 +40,14 @@ class Finding(NamedTuple):
     status: str  # ok | missing | corrupt | unchecked
     reason: str
     detail: str
+    # The audio identities (poold.integrity.identity) when this scan checked the file or
+    # read its full cached row; None when a plain ok came from the cache (ask
+    # FileCache.identity then: loading every identity would slow the warm audit).
+    identity: str | None = None
+    full_identity: str | None = None
 
     def as_json(self) -> dict:
-        return self._asdict()
+        return {name: self[index] for index, name in enumerate(REPORTED_FIELDS)}
 
 
 class FindingList:
@@ -100,6 +106,7 @@ class FindingList:
 
 
 _trackid = operator.itemgetter(0)
+REPORTED_FIELDS = ("trackid", "path", "status", "reason", "detail")  # what a report shows of a finding
 
 
 @dataclass
@@ -115,6 +122,9 @@ class AuditReport:
     guard: str | None = None  # why filing is withheld, when the library looks unavailable
     files_checked: int = 0    # files opened (not answered from the cache)
     deep_deferred: int = 0    # files left for the next deep slice
+    moved: dict[int, str] = field(default_factory=dict)  # tracks found elsewhere: trackid -> new path
+    retagged: int = 0         # --verify: tracks whose bytes changed but not their verified audio
+    verified: list[tuple[int, str | None, str]] = field(default_factory=list)  # --verify: matched the hash now
 
     def add(self, finding: Finding, watched: frozenset[int] = frozenset()) -> None:
         """Count ``finding``; keep it when it is a problem, or its track ID when it is ok
@@ -202,17 +212,26 @@ class Judged:
     verdict: Verdict
     sha256: str | None = None
     md5: str | None = None
+    full_identity: str | None = None  # the audio payload's, when the whole file was read
 
 
 def judge(job: Job, checker: Callable[[str], Verdict] | None = None) -> Judged:
-    """Run the file check (and the digests ``verify`` needs). Runs in worker processes."""
+    """Run the file check (and the digests ``verify`` needs). Runs in worker processes.
+
+    The full audio identity is taken where the whole file is read anyway: in the pass
+    that computes the digests, or after a deep check (the file is then in the page cache).
+    """
     if checker is None:
         checker = _deep_checker() if job.level == DEEP else check_file
     verdict = checker(job.path)
-    digests = {}
+    digests, full = {}, None
     if job.verify and (job.track.sha256 or job.track.md5) and verdict.reason != "unreadable":
-        digests = _digests(job.path)
-    return Judged(job, verdict, digests.get("sha256"), digests.get("md5"))
+        digests, full = _digests(job.path)
+    elif job.level == DEEP and verdict.status == OK:
+        full = _identity().full_identity(job.path)
+    if verdict.identity is None and verdict.status == OK and job.level == DEEP:
+        verdict = _with_sampled_identity(job.path, verdict)  # the deep verdict is a new one
+    return Judged(job, verdict, digests.get("sha256"), digests.get("md5"), full)
 
 
 def judge_batch(jobs: list[Job]) -> list[Judged]:
@@ -225,28 +244,60 @@ def _deep_checker():
     return deep_check
 
 
-def _digests(path: str) -> dict[str, str]:
+def _digests(path: str) -> tuple[dict[str, str], str | None]:
+    """The file's sha256 and md5 and its full audio identity, from one read of the file."""
     digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                for digest in digests.values():
-                    digest.update(chunk)
+        full = _identity().hash_file(path, digests)
     except OSError:
-        return {}
-    return {name: digest.hexdigest() for name, digest in digests.items()}
+        return {}, None
+    return {name: digest.hexdigest() for name, digest in digests.items()}, full
 
 
-def conclude_judged(judged: Judged) -> Finding:
-    return conclude(judged.job.track, judged.verdict.status, judged.verdict.reason, judged.verdict.detail,
-                    judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5)
+def _identity():
+    """poold.integrity.identity, imported when a file is read (it imports every format module)."""
+    from .integrity import format_module
+
+    return format_module("identity")
+
+
+def _with_sampled_identity(path: str, verdict: Verdict) -> Verdict:
+    try:
+        with Source(path) as src:
+            identity = _identity().sampled_identity(src, verdict.format)
+    except OSError:
+        return verdict
+    return dataclasses.replace(verdict, identity=identity)
+
+
+def conclude_judged(judged: Judged, verified: str | None = None) -> Finding:
+    finding = conclude(judged.job.track, judged.verdict.status, judged.verdict.reason, judged.verdict.detail,
+                       judged.verdict.duration, judged.job.verify, judged.sha256, judged.md5,
+                       judged.full_identity, verified)
+    return _with_identities(finding, judged.verdict.identity, judged.full_identity)
+
+
+def _with_identities(finding: Finding, identity: str | None, full: str | None) -> Finding:
+    if identity is None and full is None:
+        return finding
+    return finding._replace(identity=identity, full_identity=full)
 
 
 def conclude(track: Track, status: str, reason: str, detail: str, duration: float | None,
-             verify: bool, sha256: str | None, md5: str | None) -> Finding:
-    """The finding for a judged file, with the manifest's hashes and duration applied."""
+             verify: bool, sha256: str | None, md5: str | None,
+             full_identity: str | None = None, verified: str | None = None) -> Finding:
+    """The finding for a judged file, with the manifest's hashes and duration applied.
+
+    Bytes that differ from the manifest's hash are ``checksum_mismatch`` unless the
+    file's full audio identity is ``verified``, the one recorded when its bytes last
+    matched the hash: then only its tags changed (DJ software wrote cue points, keys or
+    artwork), and it is ok, retagged.
+    """
     if verify and (mismatch := _hash_mismatch(track, sha256, md5)):
-        return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
+        if full_identity is None or full_identity != verified:
+            return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
+        if status == OK:
+            detail = RETAGGED
     if status == OK and (mismatch := _duration_mismatch(track, duration)):
         return _finding(track, CORRUPT, "duration_mismatch", mismatch)
     return _finding(track, status, reason, detail)
@@ -284,7 +335,8 @@ class Scanner:
 
     BATCH = 32
 
-    def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic):
+    def __init__(self, root: Path, cache: FileCache | None, options: ScanOptions, clock=time.monotonic,
+                 verified: dict[int, str] | None = None, on_checked: Callable[[Finding], None] | None = None):
         self.root = root
         self.prefix = os.path.join(root, "")  # paths are joined as strings: pathlib costs more than the stat
         self.cache = cache
@@ -296,6 +348,10 @@ class Scanner:
         self.started = clock()
         self.checked_files = 0      # files opened in this run (cache misses)
         self.deep_deferred = 0      # files that waited for a later deep slice
+        self.verified = verified or {}  # trackid -> full identity of the audio last verified (--verify)
+        self.verified_now: list[tuple[int, str | None, str]] = []  # (trackid, identity, full identity) verified now
+        self.retagged = 0           # with --verify: files whose tags alone changed since verified
+        self.on_checked = on_checked  # told each finding of a file opened in this run
         self._pool = None
 
     def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
@@ -344,7 +400,7 @@ class Scanner:
                 return None
         if duration is not None and not (self.options.verify and (track.sha256 or track.md5)):  # a plain ok
             if track.duration is None:
-                return _new_finding((track.trackid, track.path, OK, "ok", UNCHANGED))
+                return _new_finding((track.trackid, track.path, OK, "ok", UNCHANGED, None, None))
             return conclude(track, OK, "ok", UNCHANGED, duration or None, False, None, None)
         return self._from_full_row(track, identity, level)
 
@@ -355,7 +411,10 @@ class Scanner:
             return None
         if self.options.verify and ((track.sha256 and not hit.sha256) or (track.md5 and not hit.md5)):
             return None
-        return conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify, hit.sha256, hit.md5)
+        finding = conclude(track, hit.status, hit.reason, hit.detail, hit.duration, self.options.verify,
+                           hit.sha256, hit.md5, hit.full_identity, self.verified.get(track.trackid))
+        self.retagged += finding.detail == RETAGGED
+        return _with_identities(finding, hit.audio_identity, hit.full_identity)
 
     def _dispatch(self, jobs: list[Job], in_flight: set) -> Iterator[Finding]:
         if self.options.workers <= 1:
@@ -388,11 +447,26 @@ class Scanner:
                 verdict = judged.verdict
                 self.cache.put(judged.job.track.path, CachedCheck(
                     *judged.job.identity, verdict.status, verdict.reason, verdict.detail, verdict.duration,
-                    judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5))
-            yield conclude_judged(judged)
+                    judged.job.level, LOGIC_VERSION, judged.sha256, judged.md5, verdict.identity,
+                    judged.full_identity))
+            yield self._conclude(judged)
+
+    def _conclude(self, judged: Judged) -> Finding:
+        """The finding; with ``verify``, note the tracks whose bytes matched the manifest's
+        hash (their audio identity becomes the verified one) and count the retagged."""
+        track = judged.job.track
+        finding = conclude_judged(judged, self.verified.get(track.trackid))
+        if self.options.verify and judged.full_identity and (judged.sha256 or judged.md5):
+            if not _hash_mismatch(track, judged.sha256, judged.md5):
+                self.verified_now.append((track.trackid, judged.verdict.identity, judged.full_identity))
+            self.retagged += finding.detail == RETAGGED
+        if self.on_checked is not None:
+            self.on_checked(finding)
+        return finding
 
 
 UNCHANGED = "unchanged since its last check"
+RETAGGED = "retagged: its bytes differ from the download, its audio is the one verified before"
 _ABSENT = object()  # no cached verdict for this key
 _new_finding = functools.partial(tuple.__new__, Finding)  # Finding() without its Python-level __new__: one a track
 
@@ -417,21 +491,38 @@ def _pool_context():
 def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None,
           options: ScanOptions = ScanOptions(), open_ids: frozenset[int] = frozenset(),
           max_missing_fraction: float = 1.0, marker: str | None = None,
-          on_finding: Callable[[Finding], None] | None = None, manifest: str = "") -> AuditReport:
+          on_finding: Callable[[Finding], None] | None = None, manifest: str = "",
+          relocate: Callable[[FindingList], Iterable[Finding]] | None = None,
+          verified: dict[int, str] | None = None, on_checked: Callable[[Finding], None] | None = None) -> AuditReport:
     """Check every track; raise LibraryUnavailable when the root itself is gone.
 
     ``open_ids`` are tracks with open incidents: the report lists which of them are ok
     now, so they can be resolved, without keeping every ok track in memory.
+    ``relocate`` (see :class:`poold.library.AuditRelocation`) is given the missing
+    tracks' findings once every track was seen, and yields for each its finding at
+    the place it was found, or the same "missing" finding. ``verified`` (for
+    ``--verify``) maps tracks to the full audio identity last verified against the
+    manifest's hash (see :func:`conclude`). ``on_checked`` is told the finding of
+    each file opened (not answered from the cache).
     """
     if problem := library_problem(root, marker):
         raise LibraryUnavailable(problem)
     report = AuditReport(library=str(root), manifest=manifest)
-    scanner = Scanner(root, cache, options)
+    scanner = Scanner(root, cache, options, verified=verified, on_checked=on_checked)
+    missing = FindingList()
     for finding in scanner.findings(tracks):
+        if relocate is not None and finding.status == MISSING:
+            missing.append(finding)
+            continue
         report.add(finding, open_ids)
         if on_finding:
             on_finding(finding)
     report.files_checked, report.deep_deferred = scanner.checked_files, scanner.deep_deferred
+    report.retagged, report.verified = scanner.retagged, scanner.verified_now
+    for finding in relocate(missing) if len(missing) else ():
+        report.add(finding, open_ids)
+        if on_finding:
+            on_finding(finding)
     if report.checked and report.missing / report.checked > max_missing_fraction:
         report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "
                         f"{max_missing_fraction:.0%}: the library looks partly unavailable")

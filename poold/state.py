@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS files (
     logic TEXT NOT NULL,           -- version of poold's check logic that gave the verdict
     sha256 TEXT,                   -- digests, when --verify computed them
     md5 TEXT,
+    identity TEXT,                 -- the audio payload's sampled identity (integrity/identity.py)
+    full_identity TEXT,            -- its full identity, when --verify or --deep read the whole file
     checked REAL NOT NULL,
     stamp INTEGER NOT NULL         -- file_key(path, identity, logic, deep): one number to compare
 ) WITHOUT ROWID;
@@ -125,6 +127,18 @@ CREATE TABLE IF NOT EXISTS heal_jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS heal_jobs_stage ON heal_jobs(stage);
+
+-- The audio identity of each track's file when last checked intact at its path (see
+-- poold.integrity.identity): how a moved, renamed or retagged track is found again.
+-- full_identity is the whole payload's, from --verify; verified is when the file's
+-- bytes last matched the manifest's hash (full_identity then names that audio).
+CREATE TABLE IF NOT EXISTS track_identity (
+    trackid INTEGER PRIMARY KEY,
+    identity TEXT,
+    full_identity TEXT,
+    verified REAL,
+    seen REAL NOT NULL             -- when this identity was first recorded
+);
 """
 
 FINAL_REQUEST_STATES = ("accepted", "partial", "rejected", "split")
@@ -172,6 +186,7 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
         self.db.execute("PRAGMA foreign_keys=ON")
+        _drop_old_file_cache(self.db)
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
@@ -490,6 +505,61 @@ class State:
         row = self.db.execute("SELECT COUNT(*) FROM heal_jobs WHERE created >= ?", (since,)).fetchone()
         return row[0]
 
+    # --- moved tracks, in one transaction ------------------------------------------------
+
+    def set_locations(self, moves: Iterable[tuple[int, str, str]]) -> None:
+        """Record (trackid, path, moved_from) rows at once (an audit may find thousands)."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", ((*move, now) for move in moves))
+
+    # --- track identities -----------------------------------------------------------------
+
+    def record_identities(self, rows: Iterable[tuple[int, str]], now: float | None = None) -> None:
+        """Record (trackid, identity) of tracks seen intact. An unchanged row is not written;
+        a changed identity (other audio) drops the verified full identity with it."""
+        now = time.time() if now is None else now
+        with self.transaction(durable=False) as db:
+            db.executemany(
+                """INSERT INTO track_identity (trackid, identity, seen) VALUES (?, ?, ?)
+                   ON CONFLICT (trackid) DO UPDATE SET identity=excluded.identity, seen=excluded.seen,
+                                                       full_identity=NULL, verified=NULL
+                   WHERE identity IS NOT excluded.identity""",
+                ((trackid, identity, now) for trackid, identity in rows))
+
+    def record_verified(self, rows: Iterable[tuple[int, str | None, str]], now: float | None = None) -> None:
+        """Record (trackid, identity, full_identity) of tracks whose bytes matched the manifest's hash."""
+        now = time.time() if now is None else now
+        rows = list(rows)
+        if not rows:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                """INSERT INTO track_identity (trackid, identity, full_identity, verified, seen) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (trackid) DO UPDATE SET identity=coalesce(excluded.identity, identity),
+                          full_identity=excluded.full_identity, verified=excluded.verified""",
+                ((trackid, identity, full, now, now) for trackid, identity, full in rows))
+
+    def track_identities(self, trackids: Iterable[int]) -> dict[int, str]:
+        """The recorded identities of these tracks (those that have one)."""
+        found: dict[int, str] = {}
+        ids = list(trackids)
+        cursor = self.db.cursor()
+        cursor.row_factory = None
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(cursor.execute(
+                f"SELECT trackid, identity FROM track_identity WHERE identity IS NOT NULL "
+                f"AND trackid IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
+    def verified_identities(self) -> dict[int, str]:
+        """trackid -> full identity of the audio last verified against the manifest's hash."""
+        cursor = self.db.cursor()
+        cursor.row_factory = None
+        return dict(cursor.execute("SELECT trackid, full_identity FROM track_identity WHERE verified IS NOT NULL "
+                                   "AND full_identity IS NOT NULL"))
+
 
 class CachedCheck(NamedTuple):
     """A verdict remembered for a file, valid while the file's stat identity is unchanged."""
@@ -506,10 +576,24 @@ class CachedCheck(NamedTuple):
     logic: str
     sha256: str | None
     md5: str | None
+    audio_identity: str | None = None  # the sampled identity (``identity`` is the stat identity)
+    full_identity: str | None = None
 
     @property
     def identity(self) -> tuple[int, int, int, int]:
         return self[:4]
+
+
+FILE_COLUMNS = ("path, size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, "
+                "sha256, md5, identity, full_identity, checked, stamp")
+
+
+def _drop_old_file_cache(db: sqlite3.Connection) -> None:
+    """The files table is only a cache: one without the identity columns (poold before
+    audio identities) is dropped, to be created anew; its files are checked again once."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    if columns and "full_identity" not in columns:
+        db.execute("DROP TABLE IF EXISTS files")  # another process may have done it first
 
 
 def file_key(path: str, identity: tuple[int, int, int, int], logic: int, deep: bool = False) -> int:
@@ -543,6 +627,7 @@ class FileCache:
     """
 
     FLUSH_EVERY = 500
+    LOOKUP_BATCH = 500  # paths a query in identities(): under SQLite's oldest limit of 999 parameters
 
     def __init__(self, state: State):
         self.db = state.db
@@ -563,9 +648,29 @@ class FileCache:
     def full(self, path: str) -> CachedCheck | None:
         self.flush()
         row = self.db.execute(
-            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
-            "FROM files WHERE path=?", (path,)).fetchone()
+            "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5, "
+            "identity, full_identity FROM files WHERE path=?", (path,)).fetchone()
         return CachedCheck._make(row) if row else None
+
+    def identity(self, path: str) -> str | None:
+        """The sampled audio identity cached with the path's verdict, if any. It is the
+        identity of the file as it was at that check: a scan replaces the verdict of a
+        file that changed, so after a scan it is the file's current one."""
+        self.flush()
+        row = self.db.execute("SELECT identity FROM files WHERE path=?", (path,)).fetchone()
+        return row[0] if row else None
+
+    def identities(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> sampled audio identity, for those of ``paths`` that have one cached."""
+        self.flush()
+        found: dict[str, str] = {}
+        batch = list(paths)
+        for start in range(0, len(batch), self.LOOKUP_BATCH):
+            chunk = batch[start:start + self.LOOKUP_BATCH]
+            found.update(self.db.execute(
+                f"SELECT path, identity FROM files WHERE identity IS NOT NULL AND path IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+        return found
 
     def put(self, path: str, check: CachedCheck) -> None:
         key = file_key(path, check.identity, logic_number(check.logic), check.level == "deep")
@@ -583,7 +688,8 @@ class FileCache:
         if not self._writes:
             return
         with self.state.transaction(durable=False) as db:
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._writes)
+            db.executemany(f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                           self._writes)
         self._writes.clear()
 
 

@@ -1,4 +1,4 @@
-"""Watching the library: the watchdog observer, settling, ignore rules, mounts and moves.
+"""Watching the library: the watchdog observer, settling, ignore rules and mounts.
 
 The pieces here know nothing of incidents or requests; :mod:`poold.daemon` decides.
 
@@ -11,22 +11,20 @@ The pieces here know nothing of incidents or requests; :mod:`poold.daemon` decid
   have been lost, so the daemon runs a full check.
 * :class:`Settler` holds a path back until it has stopped changing for the settle
   time: no event for it, and its size and mtime the same as when last looked at.
-* :func:`find_move` decides whether a vanished track reappeared elsewhere (see its
-  docstring for the rule).
+
+Where a vanished track went is :mod:`poold.library`'s to say.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import os
 import posixpath
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import (
@@ -43,7 +41,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from .manifest import Track
 
 log = logging.getLogger(__name__)
 
@@ -255,98 +252,6 @@ class Settler:
             del self._entries[path]
             ready.append(path)
         return ready
-
-
-# --- moves --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Candidate:
-    """A file under the root that is no manifest track's: where a vanished track may have gone."""
-
-    path: str  # relative, POSIX
-    size: int
-    ctime: float
-
-
-@dataclass
-class UnknownFiles:
-    """The library's files that belong to no track, indexed by name and by size."""
-
-    by_name: dict[str, list[Candidate]] = field(default_factory=lambda: defaultdict(list))
-    by_size: dict[int, list[Candidate]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, candidate: Candidate) -> None:
-        self.by_name[posixpath.basename(candidate.path)].append(candidate)
-        self.by_size[candidate.size].append(candidate)
-
-
-def unknown_files(root: Path, known: set[str], extensions: frozenset[str], ignore: Iterable[str]) -> UnknownFiles:
-    """Walk the root once for media files that are not the current path of any track."""
-    found = UnknownFiles()
-    ignore = tuple(ignore)
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        base = os.path.relpath(folder, root)
-        for name in files:
-            relative = name if base == "." else f"{base.replace(os.sep, '/')}/{name}"
-            if relative in known or os.path.splitext(name)[1].lower() not in extensions or is_ignored(relative, ignore):
-                continue
-            try:
-                info = os.stat(os.path.join(folder, name))
-            except OSError:
-                continue
-            found.add(Candidate(relative, info.st_size, info.st_ctime))
-    return found
-
-
-class Undecided(Exception):
-    """A possible new home of a vanished track is still being written: decide later."""
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def find_move(track: Track, root: Path, files: UnknownFiles, renamed_to: str | None,
-              settling: Callable[[str], bool], claimed: set[str]) -> str | None:
-    """Where a vanished track went, or None if it is lost; raise Undecided to wait.
-
-    The rule, from strongest evidence to weakest:
-
-    1. The watcher saw the track's file renamed to a path that is no other track's:
-       that is its new home (when the manifest gives a size or sha256, they must match).
-    2. Otherwise, when the manifest gives the track's size and sha256: an unknown file
-       anywhere under the root with that size and content hash (its name may differ).
-    3. Otherwise: an unknown file with the same file name (basename), and the same size
-       when the manifest gives one, and the same sha256 when it gives one.
-
-    Among several matches the most recently changed file wins; a file claimed by
-    another vanished track in the same round is not reused. When a possible match is
-    still settling (being copied), the decision waits (:class:`Undecided`).
-    """
-    if renamed_to and renamed_to not in claimed and _matches(track, root, renamed_to, None):
-        return renamed_to
-    if track.sha256 and track.size is not None:
-        pool = files.by_size.get(track.size, [])
-    else:
-        pool = files.by_name.get(posixpath.basename(track.path), [])
-    pool = [c for c in pool if c.path not in claimed]
-    if any(settling(c.path) for c in pool):
-        raise Undecided(track.path)
-    matches = [c for c in pool if _matches(track, root, c.path, c.size)]
-    return max(matches, key=lambda c: c.ctime).path if matches else None
-
-
-def _matches(track: Track, root: Path, relative: str, size: int | None) -> bool:
-    path = root / relative
-    try:
-        size = path.stat().st_size if size is None else size
-        if track.size is not None and size != track.size:
-            return False
-        return track.sha256 is None or sha256_of(path) == track.sha256
-    except OSError:
-        return False
 
 
 # --- the observer -------------------------------------------------------------------

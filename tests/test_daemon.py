@@ -26,9 +26,11 @@ import pytest
 
 import media
 from poold.config import load
-from poold.daemon import Backoff, Daemon as Service, Library, LibraryGuard, confirmed_batches
+from poold.daemon import Daemon as Service
+from poold.drainer import Backoff, confirmed_batches
+from poold.guard import LibraryGuard
 from poold.manifest import rewrite_manifest
-from poold.manifest import Track, read_manifest
+from poold.manifest import read_manifest
 from poold.sandbox import Sandbox, slow
 from poold.state import State
 from poold.watch import LibraryWatcher
@@ -392,16 +394,6 @@ def test_backoff_doubles_from_a_minute_to_half_an_hour():
     assert [backoff.failed() for _ in range(7)] == [60, 120, 240, 480, 960, 1800, 1800]
     backoff.reset()
     assert backoff.failed() == 60
-
-
-def test_library_tracks_moves_and_diffs():
-    library = Library([Track(1, "A/a.mp3"), Track(2, "A/b.mp3", size=3), Track(3, "B/c.mp3")])
-    assert [t.trackid for t in library.under("A")] == [1, 2] and library.at("B/c.mp3").trackid == 3
-    library.relocate(1, "C/a.mp3")
-    assert library.at("C/a.mp3").trackid == 1 and library.at("A/a.mp3") is None
-    newer = Library([Track(1, "C/a.mp3"), Track(2, "A/b.mp3", size=4), Track(4, "D/d.mp3")])
-    changed, removed = library.diff(newer)
-    assert sorted(t.trackid for t in changed) == [2, 4] and removed == {3}
 
 
 MANIFESTS = {

@@ -1,9 +1,8 @@
-"""The watcher's pure pieces (ignore rules, mount tables, settling, the move rule) and the
-observer itself on a real folder."""
+"""The watcher's pure pieces (ignore rules, mount tables, settling) and the observer itself
+on a real folder. The move rule is tested in test_library.py."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import time
@@ -12,10 +11,8 @@ from pathlib import Path
 import pytest
 
 from poold.config import DEFAULT_IGNORE
-from poold.manifest import Track
-from poold.watch import (Candidate, Change, LibraryWatcher, UnknownFiles, Mount, Settler, Undecided, choose_mode, find_move, is_ignored,
-                         mount_of, mount_point, parse_bsd_mount, parse_mountinfo, poll_interval, signature,
-                         unknown_files)
+from poold.watch import (Change, LibraryWatcher, Mount, Settler, choose_mode, is_ignored, mount_of, mount_point,
+                         parse_bsd_mount, parse_mountinfo, poll_interval, signature)
 
 # --- ignore patterns -------------------------------------------------------------------
 
@@ -156,80 +153,6 @@ def test_signature_is_size_and_mtime_or_none(tmp_path):
     info = path.stat()
     assert signature(str(path)) == (3, info.st_mtime_ns)
     assert signature(str(path / "below-a-file")) is None
-
-
-# --- the move rule ---------------------------------------------------------------------
-
-
-def library_with(tmp_path: Path, files: dict[str, bytes]) -> Path:
-    for relative, data in files.items():
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).write_bytes(data)
-    return tmp_path
-
-
-def index(root: Path, known=frozenset()):
-    return unknown_files(root, set(known), frozenset({".mp3", ".flac"}), DEFAULT_IGNORE)
-
-
-def never_settling(path: str) -> bool:
-    return False
-
-
-def test_same_name_elsewhere_counts_as_moved_without_size_or_hash(tmp_path):
-    root = library_with(tmp_path, {"Crates/Peak/Song.mp3": b"x" * 10, "Other/Else.mp3": b"y"})
-    track = Track(1, "House/Song.mp3")
-    assert find_move(track, root, index(root), None, never_settling, set()) == "Crates/Peak/Song.mp3"
-
-
-def test_a_size_in_the_manifest_must_match(tmp_path):
-    root = library_with(tmp_path, {"Crates/Song.mp3": b"x" * 10})
-    assert find_move(Track(1, "House/Song.mp3", size=11), root, index(root), None, never_settling, set()) is None
-    assert find_move(Track(1, "House/Song.mp3", size=10), root, index(root), None, never_settling, set())
-
-
-def test_with_size_and_sha256_the_content_decides_whatever_the_name(tmp_path):
-    data = b"the track's bytes"
-    root = library_with(tmp_path, {"Renamed/Other Name.mp3": data, "Crates/Song.mp3": b"x" * len(data)})
-    track = Track(1, "House/Song.mp3", size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    assert find_move(track, root, index(root), None, never_settling, set()) == "Renamed/Other Name.mp3"
-
-
-def test_known_ignored_and_other_extension_files_are_not_candidates(tmp_path):
-    root = library_with(tmp_path, {"A/Song.mp3": b"1", "B/Song.mp3.part": b"2", "C/Song.mp3.txt": b"3"})
-    files = index(root, known={"A/Song.mp3"})
-    assert not files.by_name
-    assert find_move(Track(1, "House/Song.mp3"), root, files, None, never_settling, set()) is None
-
-
-def test_a_rename_seen_by_the_watcher_wins(tmp_path):
-    root = library_with(tmp_path, {"New Name.mp3": b"abc", "Elsewhere/Song.mp3": b"abc"})
-    track = Track(1, "House/Song.mp3", size=3)
-    assert find_move(track, root, index(root), "New Name.mp3", never_settling, set()) == "New Name.mp3"
-    assert find_move(Track(1, "House/Song.mp3", size=4), root, index(root), "New Name.mp3",
-                     never_settling, set()) is None
-
-
-def test_a_candidate_still_being_written_defers_the_decision(tmp_path):
-    root = library_with(tmp_path, {"Crates/Song.mp3": b"half"})
-    with pytest.raises(Undecided):
-        find_move(Track(1, "House/Song.mp3"), root, index(root), None, lambda p: p == "Crates/Song.mp3", set())
-
-
-def test_one_file_is_the_new_home_of_one_track_only(tmp_path):
-    root = library_with(tmp_path, {"Crates/Song.mp3": b"x"})
-    claimed: set[str] = set()
-    first = find_move(Track(1, "A/Song.mp3"), root, index(root), None, never_settling, claimed)
-    claimed.add(first)
-    assert find_move(Track(2, "B/Song.mp3"), root, index(root), None, never_settling, claimed) is None
-
-
-def test_the_most_recently_changed_match_wins(tmp_path):
-    root = library_with(tmp_path, {"Old/Song.mp3": b"x", "New/Song.mp3": b"x"})
-    files = UnknownFiles()
-    files.add(Candidate("New/Song.mp3", 1, ctime=2000.0))
-    files.add(Candidate("Old/Song.mp3", 1, ctime=1000.0))
-    assert find_move(Track(1, "House/Song.mp3"), root, files, None, never_settling, set()) == "New/Song.mp3"
 
 
 # --- the observer on a real folder ------------------------------------------------------

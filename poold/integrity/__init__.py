@@ -66,7 +66,7 @@ def check_file(path: str | os.PathLike) -> Verdict:
         return Verdict(UNCHECKED, "unsupported_type", f"poold has no check for {ext or 'files without an extension'}")
     try:
         with Source(path) as src:
-            return _check_source(src, expected, ext)
+            return _with_identity(_check_source(src, expected, ext), src)
     except OSError as exc:
         return _unreadable(exc)
 
@@ -77,6 +77,17 @@ def _unreadable(exc: OSError) -> Verdict:
         # Not the file's fault, and a redownload would not fix it.
         return Verdict(UNCHECKED, "unreadable", f"no permission to read it ({reason})")
     return Verdict(CORRUPT, "unreadable", f"reading it failed: {reason}")
+
+
+def _with_identity(verdict: Verdict, src: Source) -> Verdict:
+    """The verdict with the audio payload's sampled identity, for a file that is ok.
+    Taking it never fails: a payload it cannot locate leaves the identity None."""
+    if verdict.status != OK:
+        return verdict
+    identity = format_module("identity").sampled_identity(src, verdict.format)
+    if identity is None:
+        return verdict
+    return Verdict(verdict.status, verdict.reason, verdict.detail, verdict.format, verdict.duration, identity)
 
 
 def _check_source(src: Source, expected, ext: str) -> Verdict:

@@ -30,7 +30,8 @@ class Verdict:
 
     ``status`` is ``ok``, ``corrupt`` or ``unchecked``; ``reason`` is a short code
     (documented in the README); ``detail`` one line for a human. ``duration`` is the
-    stream length in seconds when the checker could establish it.
+    stream length in seconds when the checker could establish it. ``identity`` is the
+    audio payload's sampled identity (:mod:`.identity`), when it was taken.
     """
 
     status: str
@@ -38,6 +39,7 @@ class Verdict:
     detail: str
     format: str | None = None
     duration: float | None = None
+    identity: str | None = None
 
 
 class Damage(Exception):
