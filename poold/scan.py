@@ -288,12 +288,17 @@ def conclude(track: Track, status: str, reason: str, detail: str, duration: floa
              full_identity: str | None = None, verified: str | None = None) -> Finding:
     """The finding for a judged file, with the manifest's hashes and duration applied.
 
-    Bytes that differ from the manifest's hash are ``checksum_mismatch`` unless the
-    file's full audio identity is ``verified``, the one recorded when its bytes last
-    matched the hash: then only its tags changed (DJ software wrote cue points, keys or
-    artwork), and it is ok, retagged.
+    Bytes that differ from the manifest's hash say little on their own: DJ software
+    writes cue points, keys and artwork into the files. So they are judged by the
+    file's full audio identity against ``verified``, the one recorded when its bytes
+    last matched the hash: the same audio is ok, retagged; other audio is
+    ``checksum_mismatch``. With no verified identity (poold never saw the bytes match),
+    a file whose structure is sound is ``unchecked``: a retag and damage inside the
+    audio look alike, and a false "corrupt" costs a request.
     """
     if verify and (mismatch := _hash_mismatch(track, sha256, md5)):
+        if verified is None and status == OK:
+            return _finding(track, UNCHECKED, "unverified", UNVERIFIED)
         if full_identity is None or full_identity != verified:
             return _finding(track, CORRUPT, "checksum_mismatch", mismatch)
         if status == OK:
@@ -467,6 +472,8 @@ class Scanner:
 
 UNCHANGED = "unchanged since its last check"
 RETAGGED = "retagged: its bytes differ from the download, its audio is the one verified before"
+UNVERIFIED = ("its bytes differ from the manifest's hash and poold never saw them match, so a retag cannot be told "
+              "from damage inside the audio; its structure is sound (--deep decodes it)")
 _ABSENT = object()  # no cached verdict for this key
 _new_finding = functools.partial(tuple.__new__, Finding)  # Finding() without its Python-level __new__: one a track
 

@@ -223,6 +223,8 @@ def test_conclude_under_verify_passes_a_retag_and_fails_an_audio_change():
     changed = conclude(track, "ok", "ok", "structure complete", None, True, "b" * 64, None, "f1:9:fe", "f1:9:ff")
     assert (changed.status, changed.reason) == ("corrupt", "checksum_mismatch")
     never_verified = conclude(track, "ok", "ok", "structure complete", None, True, "b" * 64, None, "f1:9:ff", None)
-    assert never_verified.reason == "checksum_mismatch"
+    assert (never_verified.status, never_verified.reason) == ("unchecked", "unverified")
+    never_verified_broken = conclude(track, "corrupt", "truncated", "cut", None, True, "b" * 64, None, None, None)
+    assert never_verified_broken.reason == "checksum_mismatch"
     damaged = conclude(track, "corrupt", "truncated", "cut", None, True, "b" * 64, None, "f1:9:ff", "f1:9:ff")
     assert damaged.reason == "truncated"
