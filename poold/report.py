@@ -39,6 +39,10 @@ def print_audit(outcome: AuditOutcome, out: TextIO | None = None) -> None:
     if report.deep_deferred:
         out.write(f"Deep check: time limit reached; {plural(report.deep_deferred, 'file')} had the quick check "
                   "only and are deep-checked on the next run\n")
+    if report.retagged:
+        out.write(f"Retagged: {plural(report.retagged, 'file')} whose tags changed, audio as verified (ok)\n")
+    if report.moved:
+        print_moves(report.moved, out)
     if report.guard:
         out.write(f"\nNOTHING REQUESTED: {report.guard}\n")
     if report.problems:
@@ -55,6 +59,18 @@ def print_audit(outcome: AuditOutcome, out: TextIO | None = None) -> None:
             out.write(f"  {held.incident.trackid} {held.incident.path}: {held.why}\n")
 
 
+MOVES_LISTED = 20  # a reorganised library can move thousands: the text report names the first few
+
+
+def print_moves(moved: dict[int, str], out: TextIO) -> None:
+    out.write(f"\nFound elsewhere (moved or renamed; the new place is recorded, nothing requested): "
+              f"{plural(len(moved), 'track')}\n")
+    for trackid, path in sorted(moved.items())[:MOVES_LISTED]:
+        out.write(f"  {trackid} -> {path}\n")
+    if len(moved) > MOVES_LISTED:
+        out.write(f"  ... and {len(moved) - MOVES_LISTED:,} more (poold audit --json lists them all)\n")
+
+
 def print_audit_json(outcome: AuditOutcome, out: TextIO | None = None) -> None:
     """The audit as one JSON document, written a finding at a time: a library that has
     gone missing can mean a million findings, which should not be built as one string."""
@@ -69,6 +85,8 @@ def print_audit_json(outcome: AuditOutcome, out: TextIO | None = None) -> None:
         "unchecked": report.unchecked,
         "files_checked": report.files_checked,
         "deep_deferred": report.deep_deferred,
+        "moved": [{"trackid": trackid, "path": path} for trackid, path in sorted(report.moved.items())],
+        "retagged": report.retagged,
         "guard": report.guard,
         "requests": outcome.requests,
         "held": [{"trackid": h.incident.trackid, "why": h.why} for h in outcome.held],

@@ -134,7 +134,9 @@ def test_offline_care_between_two_audits_requests_only_the_losses(tmp_path, reco
         assert set(state.track_identities(TRACKS)) == set(TRACKS)  # recorded when first seen intact
 
     moves = care_for_the_library(library, recordings)
-    assert audit(capsys, library) == 1
+    assert main(["audit", "--request", "--json", "--config", str(library.config)]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert {entry["trackid"]: entry["path"] for entry in document["moved"]} == moves
     assert dict(sandbox.requeued) == {trackid: 1 for trackid in LOSSES}
 
     with State(library.state_dir) as state:
