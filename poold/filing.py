@@ -67,6 +67,7 @@ CAUSE_PHRASES = {
     "size_mismatch": "smaller than the download (incomplete download)",
     "checksum_mismatch": "not matching their download checksum (damaged data)",
     "duration_mismatch": "of the wrong length (wrong or incomplete file)",
+    "identity_mismatch": "of other audio than the track poold last saw intact",  # healing only, never requested
 }
 
 

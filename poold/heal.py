@@ -365,7 +365,7 @@ class Job:
         verdict = _checker()(str(self.temp))
         if verdict.reason == "wrong_format" or self._other_format():
             return self._keep_other_format(verdict.format)
-        problem = (verdict.status != "ok" and (verdict.reason, verdict.detail)) or self._manifest_mismatch(verdict)
+        problem = (verdict.status != "ok" and (verdict.reason, verdict.detail)) or self._mismatch(verdict)
         if not problem:
             self.record(stage="swapping", quarantine_path=self._quarantine_path())
             return True
@@ -376,7 +376,7 @@ class Job:
         extensions = FILE_TYPES.get(_type_word(self.row["file_type"]))
         return extensions is not None and self.target.suffix.lower() not in extensions
 
-    def _manifest_mismatch(self, verdict) -> tuple[str, str] | None:
+    def _mismatch(self, verdict) -> tuple[str, str] | None:
         track = self.track
         size = self.temp.stat().st_size
         if track.size is not None and size != track.size:
@@ -385,6 +385,9 @@ class Job:
             return "checksum_mismatch", "its sha256 differs from the manifest's"
         if mismatch := _duration_mismatch(track, verdict.duration):
             return "duration_mismatch", mismatch
+        recorded = self.state.track_identities([self.trackid]).get(self.trackid)
+        if recorded and verdict.identity and verdict.identity != recorded:
+            return "identity_mismatch", "its audio is not the audio poold recorded when it last saw the track intact"
         return None
 
     def _verification_failed(self, reason: str, detail: str) -> bool:

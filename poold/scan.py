@@ -8,7 +8,6 @@ length match the manifest's duration; with ``verify``, do its hashes match.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import heapq
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .integrity import LOGIC_VERSION, check_file
-from .integrity.base import CORRUPT, OK, UNCHECKED, Source, Verdict
+from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
 from .manifest import Track
 from .state import CachedCheck, FileCache, file_key, logic_number
 
@@ -229,8 +228,6 @@ def judge(job: Job, checker: Callable[[str], Verdict] | None = None) -> Judged:
         digests, full = _digests(job.path)
     elif job.level == DEEP and verdict.status == OK:
         full = _identity().full_identity(job.path)
-    if verdict.identity is None and verdict.status == OK and job.level == DEEP:
-        verdict = _with_sampled_identity(job.path, verdict)  # the deep verdict is a new one
     return Judged(job, verdict, digests.get("sha256"), digests.get("md5"), full)
 
 
@@ -259,15 +256,6 @@ def _identity():
     from .integrity import format_module
 
     return format_module("identity")
-
-
-def _with_sampled_identity(path: str, verdict: Verdict) -> Verdict:
-    try:
-        with Source(path) as src:
-            identity = _identity().sampled_identity(src, verdict.format)
-    except OSError:
-        return verdict
-    return dataclasses.replace(verdict, identity=identity)
 
 
 def conclude_judged(judged: Judged, verified: str | None = None) -> Finding:

@@ -220,6 +220,20 @@ def test_another_media_type_is_kept_aside_and_the_incident_says_what_to_change(h
     assert sandbox.successes == []
 
 
+def test_a_copy_of_other_audio_than_the_track_had_is_not_swapped_in(healing, sandbox, tmp_path):
+    other = Path(media.make(tmp_path / "other.mp3", "mp3", seconds=1.5, seed=99)).read_bytes()
+    setup = healing(("mp3",), damaged=(), audit=False, served={1001: (other, "mp3")})
+    app.run_audit(setup.config)  # seen intact: its audio identity is recorded
+    media.truncate(str(setup.path(1001)), 0.6)
+    damaged = setup.path(1001).read_bytes()
+    app.run_audit(setup.config, request=True)
+    heal_once(setup.config)
+    job = setup.job(1001)
+    assert job["stage"] == "waiting" and "other audio than the track poold last saw intact" in job["reason"]
+    assert job["failures"] == 2 and len(sandbox.media_received) == 2  # once more from the other server
+    assert setup.path(1001).read_bytes() == damaged and sandbox.successes == []
+
+
 def test_plain_http_is_used_only_when_allowed(healing, sandbox):
     setup = healing(heal="", audit=True)
     setup.library.write_config(sandbox.base_url, "[heal]\nenabled = true\n")

@@ -80,7 +80,7 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
                        quick.format, quick.duration)
     detail = "; ".join([f"decoded fully: {decoded.describe()}"] + notes)
     duration = quick.duration if quick.duration is not None else decoded.seconds
-    return Verdict(OK, "ok", detail, quick.format, duration)
+    return Verdict(OK, "ok", detail, quick.format, duration, quick.identity)
 
 
 def _import_av():
