@@ -620,6 +620,7 @@ class Daemon:
         self.renames.clear()
         self.guard = LibraryGuard(config.library.root, config.guard.marker)
         self.drainer.config = config
+        self._reconfigure_healer(config)
         self.backoff.reset()
         self.drain_retry_at = None
         self._reload_manifest(judge_changes=False)
@@ -630,6 +631,18 @@ class Daemon:
         self._kick_drain(now)
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready()
+
+    def _reconfigure_healer(self, config: Config) -> None:
+        """Start, stop or re-point the heal thread after a reload: ``[heal] enabled`` may have changed."""
+        if self.healer is not None and not config.heal.enabled:
+            self.healer.stop(SHUTDOWN_DRAIN_WAIT)
+            self.healer = None
+        elif config.heal.enabled:
+            if self.healer is None:
+                self.healer = heal.Healer(config)
+                self.healer.start()
+            self.healer.config = config
+            self.healer.kick()
 
     def _stop_watcher(self) -> None:
         if self.watcher is not None:

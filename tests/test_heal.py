@@ -462,13 +462,15 @@ def _heal_lock_held(state_dir: Path) -> bool:
 
 
 def test_poold_run_heals_a_damaged_track_on_its_own(healing, sandbox, tmp_path):
-    """The daemon: damage a watched track; it is judged, requested, fetched, verified, swapped."""
+    """The daemon, with healing switched on by SIGHUP: damage a watched track; it is judged,
+    requested, fetched, verified, swapped."""
     import signal
     import subprocess
     import sys
 
     kinds = ("mp3", "flac", "wav", "m4a", "mp3")
-    setup = healing(kinds, damaged=(), audit=False, heal="[watch]\nsettle_seconds = 0.5\n")
+    setup = healing(kinds, damaged=(), audit=False)
+    setup.library.write_config(sandbox.base_url, "[watch]\nsettle_seconds = 0.5\n")  # healing off at start
     log_path = tmp_path / "daemon.log"
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     with open(log_path, "w") as log:
@@ -476,6 +478,9 @@ def test_poold_run_heals_a_damaged_track_on_its_own(healing, sandbox, tmp_path):
                                     str(setup.library.config_path)], stderr=log, env=env)
     try:
         _wait_for(lambda: _daemon_state(setup) == "watching", timeout=30)
+        setup.library.write_config(sandbox.base_url, HEAL + "[watch]\nsettle_seconds = 0.5\n")
+        process.send_signal(signal.SIGHUP)
+        _wait_for(lambda: "configuration reloaded" in log_path.read_text(), timeout=30)
         media.truncate(str(setup.path(1003)), 0.5)
         damaged = setup.path(1003).read_bytes()
         _wait_for(lambda: setup.path(1003).read_bytes() == setup.originals[1003]
