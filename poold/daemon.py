@@ -35,7 +35,7 @@ from pathlib import Path
 from . import app, filing, heal
 from .config import Config, ConfigError, load
 from .drainer import Backoff, Drainer, DrainResult, Stopping, confirmed_batches
-from .guard import LibraryGuard
+from .guard import DamageWindow, LibraryGuard
 from .integrity.base import CORRUPT, OK
 from .library import CandidateChecker, Found, Library, Relocator, Volume, record_moves
 from .manifest import ManifestError, Track
@@ -126,7 +126,8 @@ class Daemon:
         self.renames: dict[str, str] = {}  # track path -> where the watcher saw it renamed to
         self.stopping = self.reload_requested = False
         self.root_problem: str | None = None  # the guard, for a missing / unmounted / unmarked library
-        self.fraction_problem: str | None = None  # the guard, for too much of the manifest missing
+        self.fraction_problem: str | None = None  # the guard, for too much of the manifest missing or damaged
+        self.damage = DamageWindow()  # tracks found broken lately, for the fraction guard
         self.manifest_error: str | None = None
         self.watch_error: str | None = None
         self.pool_problem: str | None = None
@@ -405,7 +406,7 @@ class Daemon:
         if problem := self.guard.problem():  # the drive may have gone while we looked
             self._enter_guard(problem)
             return
-        if self._too_much_missing(problems, now):
+        if self._too_much_damage(problems, now):
             return
         self._apply_moves(found, now)
         self._record(problems, [f.trackid for _t, f in findings if f.status == OK])
@@ -434,18 +435,28 @@ class Daemon:
             self._touch_track(self.library.tracks[trackid], now)
         return found
 
-    def _too_much_missing(self, problems: list[Finding], now: float) -> bool:
-        """The fraction guard, counting tracks already known missing as well as these."""
-        missing = {f.trackid for f in problems if f.status == MISSING}
-        if not missing:
+    def _too_much_damage(self, problems: list[Finding], now: float) -> bool:
+        """The fraction guard: more of the library missing (these and those known missing)
+        or found broken within the damage window than ``max_missing_fraction`` allows."""
+        if not problems:
             return False
-        missing |= {i.trackid for i in self.state.open_incidents() if i.status == MISSING}
+        self.damage.add((f.trackid for f in problems), now)
         limit = self.config.guard.max_missing_fraction
-        if len(missing) <= limit * len(self.library):
-            return False
-        self._enter_fraction_guard(f"{len(missing)} of {len(self.library)} tracks are missing, more than "
-                                   f"{limit:.0%}: the library looks partly unavailable", now)
-        return True
+        allowed = limit * len(self.library)
+        missing = {f.trackid for f in problems if f.status == MISSING}
+        if missing:
+            missing |= {i.trackid for i in self.state.open_incidents() if i.status == MISSING}
+            if len(missing) > allowed:
+                self._enter_fraction_guard(f"{len(missing)} of {len(self.library)} tracks are missing, more than "
+                                           f"{limit:.0%}: the library looks partly unavailable", now)
+                return True
+        if (broken := self.damage.count(now)) > allowed:
+            self._enter_fraction_guard(
+                f"{broken} of {len(self.library)} tracks were found missing or damaged within "
+                f"{self.damage.seconds / 60:.0f} minutes, more than {limit:.0%}: a failing drive or a bad restore "
+                "looks like this, not downloads", now)
+            return True
+        return False
 
     def _enter_fraction_guard(self, problem: str, now: float) -> None:
         if problem != self.fraction_problem:
@@ -567,6 +578,7 @@ class Daemon:
         if self.fraction_problem:
             log.warning("the library looks whole again: requests resume")
         self.fraction_problem = None
+        self.damage.clear()
         self.confirmed -= report.ok_trackids
         for finding in report.problems:  # judged again once settled, before anything is filed
             if (track := self.library.tracks.get(finding.trackid)) is not None:

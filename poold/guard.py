@@ -1,13 +1,16 @@
-"""The library-loss guard of ``poold run``: is the library there, on its drive, marked?
+"""The library-loss guard of ``poold run``: is the library there, on its drive, marked,
+and not breaking all at once?
 
 :func:`poold.scan.library_problem` answers for the folder and the marker file; the
-guard adds the drive, remembered from when the library was first seen healthy.
+guard adds the drive, remembered from when the library was first seen healthy, and
+:class:`DamageWindow` counts the tracks found broken lately (a dying drive or a bad
+restore damages many files within minutes; downloads fail one at a time).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .scan import library_problem
@@ -50,3 +53,28 @@ class LibraryGuard:
             return None
         return (f"the library folder {self.root} is no longer on the drive mounted at {self.baseline[1]} "
                 f"(it is on {point} now): drive unmounted?")
+
+
+DAMAGE_WINDOW = 600.0  # seconds: tracks found broken within this long count together
+
+
+class DamageWindow:
+    """The tracks found missing or damaged within the last ``seconds`` (a sliding window)."""
+
+    def __init__(self, seconds: float = DAMAGE_WINDOW):
+        self.seconds = seconds
+        self._found: dict[int, float] = {}  # trackid -> when it was last found broken
+
+    def add(self, trackids: Iterable[int], now: float) -> None:
+        for trackid in trackids:
+            self._found.pop(trackid, None)  # re-inserted: the dict stays in order of time
+            self._found[trackid] = now
+
+    def count(self, now: float) -> int:
+        expired = [trackid for trackid, when in self._found.items() if when < now - self.seconds]
+        for trackid in expired:
+            del self._found[trackid]
+        return len(self._found)
+
+    def clear(self) -> None:
+        self._found.clear()

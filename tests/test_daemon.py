@@ -451,3 +451,17 @@ def test_native_watch_failure_falls_back_to_polling(setup, monkeypatch):
         service._stop_watcher()
         service.waker.close()
     assert threading.active_count() == threads_before
+
+
+def test_the_damage_window_counts_distinct_tracks_found_broken_lately():
+    from poold.guard import DamageWindow
+
+    window = DamageWindow(seconds=600)
+    window.add([1, 2, 3], now=0)
+    window.add([3, 4], now=300)  # 3 again: counted once, as of its latest finding
+    assert window.count(now=300) == 4
+    assert window.count(now=650) == 2  # 1 and 2 were found more than 600 s ago
+    assert window.count(now=901) == 0
+    window.add([5], now=1000)
+    window.clear()
+    assert window.count(now=1000) == 0
