@@ -43,6 +43,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from .integrity.base import open_regular
 from .manifest import Track
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,8 @@ class Undecided(Exception):
 
 
 def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
+    """The file's SHA-256; OSError (NotAFile) for a named pipe or device, which are not opened."""
+    with open_regular(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
     try:
         with Source(path) as src:
             notes = _verify_checksums(src, quick.format)
-        decoded = _decode(av, path, quick.format, decode_video)
+            decoded = _decode(av, _opened_path(src), quick.format, decode_video)
         notes += decoded.verify(quick.duration)
     except Damage as damage:
         return Verdict(CORRUPT, damage.reason, damage.detail, quick.format, quick.duration)
@@ -375,9 +376,21 @@ def _decode(av, path, fmt: str | None, decode_video: bool) -> _Decoded:
             return _Decoded(audio, video_job.result())
 
 
+def _opened_path(src: Source) -> str:
+    """A name FFmpeg opens the very file ``src`` holds by: on Linux its /proc/self/fd
+    link, which opens that inode again even if the path has been replaced meanwhile (by
+    a named pipe, which would block FFmpeg's open forever); elsewhere the path itself."""
+    by_fd = f"/proc/self/fd/{src.fileobj().fileno()}"
+    return by_fd if os.path.exists(by_fd) else src.path
+
+
 def _open(av, path, fmt: str | None):
+    """Open ``path`` in FFmpeg. Tags are never read by the deep check, and many are not
+    the UTF-8 PyAV expects (Latin-1 ID3 frames, Serato's binary MP4 atoms): PyAV is
+    told to drop undecodable bytes rather than fail the open."""
     try:
-        return av.open(str(path), format=DEMUXERS.get(fmt), options=DEMUXER_OPTIONS.get(fmt, {}))
+        return av.open(str(path), format=DEMUXERS.get(fmt), options=DEMUXER_OPTIONS.get(fmt, {}),
+                       metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         raise _Undecodable(f"FFmpeg could not open it: {exc}") from exc
 
