@@ -88,7 +88,8 @@ def build(workdir: Path, base_url: str) -> Path:
         "[library]\nroot = \"library\"\nmanifest = \"manifest.json\"\n\n"
         f"[pool]\nbase_url = \"{base_url}\"\nuserid = {USERID}\n"
         f"api_key = \"{API_KEY}\"\napi_secret = \"{API_SECRET}\"\n\n"
-        "[state]\ndir = \"state\"\n"
+        "[state]\ndir = \"state\"\n\n"
+        "[guard]\n# half of this tiny library is damaged on purpose: past the default 20 %\nmax_missing_fraction = 0.6\n"
     )
     config.chmod(0o600)
     return config
