@@ -167,10 +167,35 @@ class Source:
     def tail_offset(self) -> int:
         return max(0, self.size - WINDOW)
 
-    def fileobj(self):
-        """The underlying file, rewound, for parsers such as mutagen that read it themselves."""
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def fileobj(self) -> "BoundedReader":
+        """The file, rewound, for parsers such as mutagen that read it themselves: its
+        reads are clamped to what is left of the file, since a size field that lies
+        would otherwise have Python allocate the whole declared size for one read."""
         self._file.seek(0)
-        return self._file
+        return BoundedReader(self._file, self.size)
+
+
+class BoundedReader:
+    """A read-only view of an open file whose ``read(n)`` never asks for more than is left."""
+
+    def __init__(self, file, size: int):
+        self._file, self._size = file, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._file.tell())
+        return self._file.read(left if n is None or n < 0 else min(n, left))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
 
 
 def is_zero(data: bytes) -> bool:

@@ -380,7 +380,7 @@ def _opened_path(src: Source) -> str:
     """A name FFmpeg opens the very file ``src`` holds by: on Linux its /proc/self/fd
     link, which opens that inode again even if the path has been replaced meanwhile (by
     a named pipe, which would block FFmpeg's open forever); elsewhere the path itself."""
-    by_fd = f"/proc/self/fd/{src.fileobj().fileno()}"
+    by_fd = f"/proc/self/fd/{src.fileno()}"
     return by_fd if os.path.exists(by_fd) else src.path
 
 
