@@ -34,7 +34,7 @@ from poold.integrity.base import CORRUPT, OK, UNCHECKED, Verdict
 
 SEED = 20261202
 CASES_PER_KIND = 20   # x 18 kinds: 360 cases, a few seconds
-RATIO = 50            # of the slowest intact check (a few ms): runaway parses are 1000x
+RATIO = 200           # of the slowest intact check (under a ms): a runaway parse is 10,000s of times slower
 MEMORY_SLACK = 2 << 20
 MEMORY_PER_BYTE = 4
 
