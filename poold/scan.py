@@ -179,10 +179,12 @@ def _triage(path: str, track: Track, confine: Confinement | None = None) -> Find
             info = os.stat(path)
         else:
             info = os.lstat(path)
-            if (escape := confine.escape(track.path, path, info)) is not None:
-                return escape.finding(track)
-            if stat.S_ISLNK(info.st_mode):  # a link that stays inside: its target is the track
-                info = os.stat(path)
+            # The common case, costing a dict lookup: not a link, in a folder already found inside.
+            if _is_link(info.st_mode) or confine.folders.get(track.path.rpartition("/")[0], _ABSENT) is not None:
+                if (escape := confine.escape(track.path, path, info)) is not None:
+                    return escape.finding(track)
+                if _is_link(info.st_mode):  # a link that stays inside: its target is the track
+                    info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return _finding(track, MISSING, MISSING, "no file at this path")
     except OSError as exc:
@@ -199,6 +201,9 @@ def _triage(path: str, track: Track, confine: Confinement | None = None) -> Find
         return _finding(track, CORRUPT, "size_mismatch",
                         f"{info.st_size:,} bytes, the download was {track.size:,} ({info.st_size / track.size:.0%})")
     return (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
+
+
+_is_link = stat.S_ISLNK
 
 
 class Escape(NamedTuple):
@@ -224,7 +229,7 @@ class Confinement:
     def __init__(self, root: str | os.PathLike):
         self.prefix = os.path.join(root, "")
         self.real_root = os.path.join(os.path.realpath(root), "")
-        self._folders: dict[str, Escape | None] = {"": None}
+        self.folders: dict[str, Escape | None] = {"": None}  # relative folder -> its way out, if any
 
     def escape(self, relative: str, path: str, info: os.stat_result) -> Escape | None:
         if stat.S_ISLNK(info.st_mode):
@@ -232,9 +237,9 @@ class Confinement:
         return self._folder(relative.rpartition("/")[0])
 
     def _folder(self, folder: str) -> Escape | None:
-        found = self._folders.get(folder, _ABSENT)
+        found = self.folders.get(folder, _ABSENT)
         if found is _ABSENT:
-            found = self._folders[folder] = self._folder(folder.rpartition("/")[0]) or self._folder_link(folder)
+            found = self.folders[folder] = self._folder(folder.rpartition("/")[0]) or self._folder_link(folder)
         return found
 
     def _folder_link(self, folder: str) -> Escape | None:
