@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
+import logging
 import operator
 import os
 import stat
@@ -26,6 +27,8 @@ from .integrity import LOGIC_VERSION, check_file
 from .integrity.base import CORRUPT, OK, UNCHECKED, NotAFile, Verdict, describe_kind, open_regular, unreadable
 from .manifest import Track
 from .state import CachedCheck, FileCache, file_key, logic_number
+
+log = logging.getLogger(__name__)
 
 MISSING = "missing"
 DURATION_TOLERANCE = 3.0  # seconds, or 3 %: manifests round durations, encoders pad
@@ -532,11 +535,12 @@ def _damage_guard(report: AuditReport, fraction: float) -> str:
 
 
 def walk_files(paths: Iterable[str | os.PathLike], extensions: frozenset[str] | None = None) -> Iterator[Path]:
-    """Files named directly, and every file below named folders, in a stable order."""
+    """Files named directly, and every file below named folders, in a stable order.
+    A folder that cannot be read is named in a warning, not passed over in silence."""
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for folder, dirs, files in os.walk(path):
+            for folder, dirs, files in os.walk(path, onerror=_warn_unreadable_folder):
                 dirs.sort()
                 for name in sorted(files):
                     if extensions is None or os.path.splitext(name)[1].lower() in extensions:
@@ -544,3 +548,6 @@ def walk_files(paths: Iterable[str | os.PathLike], extensions: frozenset[str] | 
         else:
             yield path
 
+
+def _warn_unreadable_folder(exc: OSError) -> None:
+    log.warning("cannot read the folder %s (%s): its files are not checked", exc.filename, exc.strerror)

@@ -136,6 +136,18 @@ def test_a_library_root_that_cannot_be_listed_trips_the_guard(open_folder, encod
     assert "Traceback" not in err
 
 
+def test_poold_check_says_which_folders_it_cannot_read(open_folder, encoded):
+    music = open_folder / "music"
+    (music / "locked").mkdir(parents=True)
+    shutil.copyfile(encoded("mp3"), music / "locked" / "hidden.mp3")
+    shutil.copyfile(encoded("flac"), music / "open.flac")
+    (music / "locked").chmod(0o000)
+    done = run_unprivileged("check", str(music))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok") and done.stdout.count("\n") == 1
+    assert f"cannot read the folder {music / 'locked'} (Permission denied): its files are not checked" in done.stderr
+
+
 def test_a_listable_root_passes_the_guard(tmp_path):
     from poold.scan import library_problem
 
