@@ -153,12 +153,25 @@ def library_problem(root: Path, marker: str | None) -> str | None:
         return f"the library root {root} is not a folder"
     try:
         with os.scandir(root) as entries:  # one read of the folder, however large
-            if (first := next(entries, None)) is not None:
-                os.lstat(first.path)  # listing needs read permission, looking inside needs search (x)
+            first = next(entries, None)
     except OSError as exc:
         return f"the library folder {root} cannot be read ({exc.strerror})"
+    if first is not None and (denied := _search_denied(first.path)):
+        return f"the library folder {root} cannot be read ({denied})"
     if marker and not (root / marker).exists():
         return f"the marker file {marker} is missing from {root} (wrong or unmounted drive?)"
+    return None
+
+
+def _search_denied(entry: str) -> str | None:
+    """Why the folder holding ``entry`` cannot be looked into (no search permission),
+    or None. Another error (the entry was deleted meanwhile) is not the folder's."""
+    try:
+        os.lstat(entry)
+    except PermissionError as exc:
+        return exc.strerror
+    except OSError:
+        pass
     return None
 
 

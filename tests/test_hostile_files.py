@@ -122,12 +122,12 @@ def test_tracks_in_a_folder_without_permission_are_unchecked_never_requested(ope
     assert requested(document) == {1003} and document["guard"] is None
 
 
-@pytest.mark.parametrize("mode", [0o700, 0o000], ids=["another-users-700", "chmod-000"])
+@pytest.mark.parametrize("mode", [0o700, 0o000, 0o744], ids=["another-users-700", "chmod-000", "list-only-744"])
 def test_a_library_root_that_cannot_be_listed_trips_the_guard(open_folder, encoded, mode):
     library = Library(open_folder, encoded, KINDS)
     if os.geteuid() == 0:
         os.chown(library.root, 0, 0)  # root's own folder: `nobody` may not list it
-    elif mode == 0o700:
+    elif mode != 0o000:
         pytest.skip("a folder of another user needs root to set up; the chmod-000 case runs")
     library.root.chmod(mode)
     code, document, err = library.audit_unprivileged()
