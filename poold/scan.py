@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .integrity import LOGIC_VERSION, check_file
-from .integrity.base import CORRUPT, OK, UNCHECKED, NotAFile, Verdict, describe_kind, open_regular, unreadable
+from .integrity.base import CORRUPT, OK, UNCHECKED, NotAFile, Verdict, open_regular, unreadable
 from .manifest import Track
 from .state import CachedCheck, FileCache, file_key, logic_number
 
