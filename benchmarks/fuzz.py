@@ -3,11 +3,12 @@
     python benchmarks/fuzz.py --cases 20000 --seconds 600 [--large] [--seed 1]
 
 Seeds are real files of every kind tests/media.py makes (1.5 s each; with --large also
-files of 10 to 21 MB). Each case mutates one seed (tests/mutate.py), writes it and
-runs ``poold.integrity.check_file`` on it in this process, under an alarm that turns a
-hang into a reported case. It prints markdown: cases/s, verdicts per operator, the
-slowest cases, peak RSS, and every escape (an exception out of check_file) or hang,
-with what reproduces it (seed, case number).
+files of 10 to 24 MB). Each case mutates one seed (tests/mutate.py), writes it and has
+``poold.integrity.check_file`` judge it in a worker process, which is killed and counted
+as a hang when it gives no verdict within HANG_SECONDS. It prints markdown: cases/s,
+verdicts per operator, the slowest cases (timed again, best of 3), the worker's peak
+RSS, and every escape (an exception out of check_file) or hang, with what reproduces
+it (seed, case number).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import json
 import os
 import platform
 import random
-import resource
-import signal
+import select
+import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,14 +33,57 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import media  # noqa: E402  (tests/media.py: real encoded files)
 import mutate  # noqa: E402  (tests/mutate.py: the mutator)
 
-from poold.integrity import check_file  # noqa: E402
-
 HANG_SECONDS = 20
 LARGE = {"wav": 120.0, "flac": 150.0, "mp3": 600.0, "m4a": 600.0}  # seconds of audio: 10-21 MB each
 
+# The checks run in a worker process of their own, so that its peak RSS is the checker's
+# (not this harness's copies of the files) and a hang, even inside C code, is caught by
+# a timeout here. The protocol: a path per line in, a JSON line per verdict out.
+WORKER = """
+import json, sys, time, traceback
+from poold.integrity import check_file
+for line in sys.stdin:
+    path = line.rstrip("\\n")
+    if not path:
+        break
+    before = time.perf_counter()
+    try:
+        verdict = check_file(path)
+        answer = {"status": verdict.status, "reason": verdict.reason, "detail": verdict.detail}
+    except BaseException as exc:
+        answer = {"escape": "".join(traceback.format_exception_only(exc)).strip()}
+    answer["took"] = time.perf_counter() - before
+    print(json.dumps(answer), flush=True)
+with open("/proc/self/status") as status:
+    peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
+print(json.dumps({"peak_kib": int(peak)}), flush=True)
+"""
 
-class Hang(Exception):
-    pass
+
+class Worker:
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def check(self, path: Path) -> dict | None:
+        """The worker's answer, or None when it gave none within HANG_SECONDS (it is then killed)."""
+        self.process.stdin.write(f"{path}\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], HANG_SECONDS)
+        if not ready:
+            self.process.kill()
+            self.process.wait()
+            return None
+        line = self.process.stdout.readline()
+        return json.loads(line) if line else {"escape": "the worker died"}
+
+    def finish(self) -> int:
+        """Stop the worker; its peak RSS in KiB."""
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        peak = json.loads(self.process.stdout.readline())["peak_kib"]
+        self.process.wait()
+        return peak
 
 
 def make_seeds(folder: Path, large: bool) -> list[tuple[str, bytes]]:
@@ -53,31 +97,26 @@ def make_seeds(folder: Path, large: bool) -> list[tuple[str, bytes]]:
     return seeds
 
 
-def on_alarm(signum, frame):
-    raise Hang(f"no verdict within {HANG_SECONDS} s")
+def case_path(folder: Path, name: str, kind: str) -> Path:
+    return folder / f"{name}{media.extension(kind.split()[-1])}"
 
 
-def intact_times(seeds, folder: Path) -> dict[str, float]:
+def intact_times(worker: Worker, seeds, folder: Path) -> dict[str, float]:
     """Best of three checks of each intact seed (the first also imports its checker)."""
     times = {}
     for kind, data in seeds:
-        path = folder / f"intact{media.extension(kind.split()[-1])}"
+        path = case_path(folder, "intact", kind)
         path.write_bytes(data)
-        times[kind] = min(_timed(path) for _ in range(3))
+        times[kind] = min(worker.check(path)["took"] for _ in range(3))
     return times
-
-
-def _timed(path: Path) -> float:
-    before = time.perf_counter()
-    check_file(path)
-    return time.perf_counter() - before
 
 
 def run(seeds, cases: int, seconds: float, seed: int, folder: Path) -> dict:
     rng = random.Random(seed)
-    signal.signal(signal.SIGALRM, on_alarm)
+    worker = Worker()
+    intact = intact_times(worker, seeds, folder)
     outcomes = collections.Counter()
-    escapes, contained, slowest = [], [], []
+    escapes, contained, slowest, peaks = [], [], [], []
     started = time.perf_counter()
     done = 0
     for number in range(cases):
@@ -85,45 +124,36 @@ def run(seeds, cases: int, seconds: float, seed: int, folder: Path) -> dict:
             break
         kind, data = seeds[number % len(seeds)]
         operator, mutated = mutate.mutate(data, rng)
-        path = folder / f"case{media.extension(kind.split()[-1])}"
+        path = case_path(folder, "case", kind)
         path.write_bytes(mutated)
-        signal.alarm(HANG_SECONDS)
-        before = time.perf_counter()
-        try:
-            verdict = check_file(path)
-            outcomes[(operator, verdict.status)] += 1
-            if verdict.reason == "check_error":  # a checker raised, and the dispatcher contained it
-                contained.append((number, kind, operator, verdict.detail))
-        except BaseException as exc:  # noqa: BLE001  (an escape is what this looks for)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            escapes.append((number, kind, operator, "".join(traceback.format_exception_only(exc)).strip()))
-        finally:
-            signal.alarm(0)
-        took = time.perf_counter() - before
-        if len(slowest) < 5 or took > slowest[-1][0]:
-            slowest = sorted(slowest + [(took, number, kind, operator, mutated)], key=lambda row: row[0],
-                             reverse=True)[:5]
+        answer = worker.check(path)
         done += 1
+        if answer is None or "escape" in answer:
+            escapes.append((number, kind, operator, answer["escape"] if answer else f"no verdict in {HANG_SECONDS} s"))
+            if answer is None:
+                peaks.append(0)
+                worker = Worker()
+            continue
+        outcomes[(operator, answer["status"])] += 1
+        if answer["reason"] == "check_error":  # a checker raised, and the dispatcher contained it
+            contained.append((number, kind, operator, answer["detail"]))
+        if len(slowest) < 5 or answer["took"] > slowest[-1][0]:
+            slowest = sorted(slowest + [(answer["took"], number, kind, operator, mutated)], key=lambda row: row[0],
+                             reverse=True)[:5]
     elapsed = time.perf_counter() - started
-    slowest = [(took, min([took] + _retimed(folder, kind, mutated)), number, kind, operator, len(mutated))
-               for took, number, kind, operator, mutated in slowest]
+    retimed = []
+    for took, number, kind, operator, mutated in slowest:  # a busy machine, not the file, may have been slow
+        path = case_path(folder, "again", kind)
+        path.write_bytes(mutated)
+        best = min([took] + [worker.check(path)["took"] for _ in range(2)])
+        retimed.append((took, best, number, kind, operator, len(mutated)))
+    peaks.append(worker.finish())
     return {"done": done, "elapsed": elapsed, "outcomes": outcomes, "escapes": escapes, "contained": contained,
-            "slowest": slowest}
+            "slowest": retimed, "intact": intact, "peak_mb": max(peaks) / 1024}
 
 
-def _retimed(folder: Path, kind: str, mutated: bytes) -> list[float]:
-    """Two more timings of a slow case: a busy machine, not the file, may have been slow."""
-    path = folder / f"again{media.extension(kind.split()[-1])}"
-    path.write_bytes(mutated)
-    return [_timed(path) for _ in range(2)]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def report(args, seeds, intact: dict[str, float], result: dict, rss_before: float) -> None:
+def report(args, seeds, result: dict) -> None:
+    intact = result["intact"]
     print(f"### Fuzzing the quick check ({datetime.date.today()}, {platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()})\n")
     print(f"`python benchmarks/fuzz.py --cases {args.cases} --seconds {args.seconds:g} --seed {args.seed}"
@@ -134,7 +164,7 @@ def report(args, seeds, intact: dict[str, float], result: dict, rss_before: floa
     print(f"- cases run: {result['done']:,} in {result['elapsed']:.1f} s ({rate:,.0f} cases/s)")
     print(f"- escapes (an exception out of check_file) or hangs: {len(result['escapes'])}")
     print(f"- checker errors contained by the dispatcher (verdict check_error): {len(result['contained'])}")
-    print(f"- peak RSS: {peak_rss_mb():.0f} MB (after making the seeds: {rss_before:.0f} MB)")
+    print(f"- peak RSS of the checking process: {result['peak_mb']:.0f} MB")
     print(f"- slowest intact seed: {max(intact.values()) * 1000:.1f} ms ({max(intact, key=intact.get)}, best of 3)")
     if result["slowest"]:
         first, best, number, kind, operator, size = result["slowest"][0]
@@ -163,10 +193,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="poold-fuzz-") as temporary:
         folder = Path(temporary)
         seeds = make_seeds(folder, args.large)
-        rss_before = peak_rss_mb()
-        intact = intact_times(seeds, folder)
         result = run(seeds, args.cases, args.seconds, args.seed, folder)
-    report(args, seeds, intact, result, rss_before)
+    report(args, seeds, result)
 
 
 if __name__ == "__main__":
