@@ -92,6 +92,34 @@ def test_mutated_files_are_judged_in_bounded_time_and_memory(seeds, encoded, tmp
     assert tried == CASES_PER_KIND * len(seeds)
 
 
+DEEP_CASES_PER_KIND = 8  # x 18 kinds: 144 full decodes of small files, a second or two
+
+
+def test_mutated_files_never_crash_the_deep_check(seeds, tmp_path):
+    """The deep check decodes with FFmpeg: whatever the file, a verdict. FFmpeg refusing
+    a file is `check_error` with FFmpeg's words; poold's own failure would be a bug."""
+    from poold.integrity.deep import deep_check
+
+    rng = random.Random(SEED + 1)
+    failures = []
+    for kind, data in seeds.items():
+        path = tmp_path / f"case{media.extension(kind)}"
+        for number in range(DEEP_CASES_PER_KIND):
+            operator, mutated = mutate.mutate(data, rng)
+            path.write_bytes(mutated)
+            where = f"{kind} deep case {number} ({operator})"
+            try:
+                verdict = deep_check(path)
+            except Exception as exc:  # the very thing this test looks for
+                failures.append(f"{where}: {type(exc).__name__} escaped: {exc}")
+                continue
+            if verdict.status not in (OK, CORRUPT, UNCHECKED) or "poold's deep check failed" in verdict.detail:
+                failures.append(f"{where}: {verdict}")
+            elif "/proc/self/fd" in verdict.detail:
+                failures.append(f"{where}: the detail names FFmpeg's path, not the file: {verdict.detail}")
+    assert not failures, "\n".join(failures)
+
+
 def test_the_mutator_is_reproducible_and_covers_every_operator(seeds):
     first = [mutate.mutate(seeds["mp4"], random.Random(SEED + n)) for n in range(200)]
     again = [mutate.mutate(seeds["mp4"], random.Random(SEED + n)) for n in range(200)]

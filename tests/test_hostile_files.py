@@ -390,3 +390,34 @@ def test_a_fifo_opened_by_the_reader_thread_does_not_hold_the_checker(tmp_path):
     with open(fifo, "rb"):  # release the writer
         pass
     writer.join(5)
+
+
+def test_deep_check_of_a_codec_ffmpeg_cannot_decode_is_unchecked(tmp_path, encoded):
+    """A WAV whose format tag names a codec FFmpeg has no decoder for: complete, so the
+    quick check passes it; the deep check cannot judge it, which is no crash."""
+    from poold.integrity.deep import deep_check
+
+    data = bytearray(encoded("wav").read_bytes())
+    fmt = data.find(b"fmt ")
+    data[fmt + 8:fmt + 10] = (0x7777).to_bytes(2, "little")  # wFormatTag: no such codec
+    path = tmp_path / "odd.wav"
+    path.write_bytes(data)
+    assert check_file(path).status == "ok"
+    verdict = deep_check(path)
+    assert (verdict.status, verdict.reason) == ("unchecked", "check_error")
+    assert "no decoder" in verdict.detail and "/proc/" not in verdict.detail
+
+
+def test_deep_check_names_the_file_not_ffmpegs_path_when_ffmpeg_refuses_it(tmp_path, encoded):
+    """An AIFF whose sample rate (an 80-bit float in COMM) has a mantissa FFmpeg rejects."""
+    from poold.integrity.deep import deep_check
+
+    data = bytearray(encoded("aiff").read_bytes())
+    rate = data.find(b"COMM") + 16
+    data[rate + 2:rate + 6] = b"\0\0\0\x10"
+    path = tmp_path / "odd-rate.aiff"
+    path.write_bytes(data)
+    verdict = deep_check(path)
+    assert (verdict.status, verdict.reason) == ("unchecked", "check_error"), verdict
+    assert verdict.detail == "FFmpeg could not open it: Invalid data found when processing input"
+

@@ -29,6 +29,7 @@ instead of probing for it (see :data:`DEMUXERS`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 import threading
@@ -40,6 +41,9 @@ from . import check_file
 from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict
 from .crc import BIT_REVERSED, crc16_arc, ogg_page_crc_matches
 from .tags import leading_tags_end, trailing_tags_start
+
+
+log = logging.getLogger(__name__)
 
 
 class DeepUnavailable(RuntimeError):
@@ -78,6 +82,10 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
         return Verdict(UNCHECKED, "check_error", str(exc), quick.format, quick.duration)
     except OSError as exc:
         return Verdict(UNCHECKED, "check_error", f"reading it failed during the deep check: {exc}",
+                       quick.format, quick.duration)
+    except Exception as exc:  # a bug in the deep check, or PyAV's, is not evidence of damage
+        log.warning("deep check failed on %s: %s: %s", path, type(exc).__name__, exc)
+        return Verdict(UNCHECKED, "check_error", f"poold's deep check failed: {type(exc).__name__}",
                        quick.format, quick.duration)
     detail = "; ".join([f"decoded fully: {decoded.describe()}"] + notes)
     duration = quick.duration if quick.duration is not None else decoded.seconds
@@ -391,8 +399,8 @@ def _open(av, path, fmt: str | None):
     try:
         return av.open(str(path), format=DEMUXERS.get(fmt), options=DEMUXER_OPTIONS.get(fmt, {}),
                        metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise _Undecodable(f"FFmpeg could not open it: {exc}") from exc
+    except av.error.FFmpegError as exc:  # its str() names the path FFmpeg was given, /proc/self/fd/N
+        raise _Undecodable(f"FFmpeg could not open it: {_ffmpeg_message(exc)}") from exc
 
 
 def _video_streams(av, container) -> list:
@@ -416,6 +424,9 @@ def _cores_to_spare() -> bool:
 
 def _decode_audio(av, container) -> list[_AudioTally]:
     audio = list(container.streams.audio)
+    for stream in audio:
+        if stream.codec_context is None:  # FFmpeg knows the stream, not its codec: nothing to decode with
+            raise _Undecodable(f"FFmpeg has no decoder for audio stream {stream.index}")
     tallies = {stream.index: _tally(stream) for stream in audio}
     threads = _cores_to_spare()
     for stream in audio:
