@@ -1,13 +1,13 @@
 """Fuzz the quick check for a long time: the mutator of tests/test_fuzz.py, many more cases.
 
-    python benchmarks/fuzz.py --cases 20000 --seconds 600 [--large] [--seed 1]
+    python benchmarks/fuzz.py --cases 20000 --seconds 600 [--large] [--deep] [--seed 1]
 
 Seeds are real files of every kind tests/media.py makes (1.5 s each; with --large also
 files of 10 to 24 MB). Each case mutates one seed (tests/mutate.py), writes it and has
-``poold.integrity.check_file`` judge it in a worker process, which is killed and counted
+``poold.integrity.check_file`` (with --deep, ``deep_check``) judge it in a worker process, which is killed and counted
 as a hang when it gives no verdict within HANG_SECONDS. It prints markdown: cases/s,
 verdicts per operator, the slowest cases (timed again, best of 3), the worker's peak
-RSS, and every escape (an exception out of check_file) or hang, with what reproduces
+RSS, and every escape (an exception out of the check) or hang, with what reproduces
 it (seed, case number).
 """
 
@@ -42,6 +42,8 @@ LARGE = {"wav": 120.0, "flac": 150.0, "mp3": 600.0, "m4a": 600.0}  # seconds of 
 WORKER = """
 import json, sys, time, traceback
 from poold.integrity import check_file
+if sys.argv[1:] == ["deep"]:
+    from poold.integrity.deep import deep_check as check_file
 for line in sys.stdin:
     path = line.rstrip("\\n")
     if not path:
@@ -61,8 +63,9 @@ print(json.dumps({"peak_kib": int(peak)}), flush=True)
 
 
 class Worker:
-    def __init__(self):
-        self.process = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
+    def __init__(self, level: str):
+        self.level = level
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER, level], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
 
     def check(self, path: Path) -> dict | None:
@@ -111,12 +114,12 @@ def intact_times(worker: Worker, seeds, folder: Path) -> dict[str, float]:
     return times
 
 
-def run(seeds, cases: int, seconds: float, seed: int, folder: Path) -> dict:
+def run(seeds, cases: int, seconds: float, seed: int, folder: Path, level: str) -> dict:
     rng = random.Random(seed)
-    worker = Worker()
+    worker = Worker(level)
     intact = intact_times(worker, seeds, folder)
     outcomes = collections.Counter()
-    escapes, contained, slowest, peaks = [], [], [], []
+    escapes, contained, refused, slowest, peaks = [], [], [], [], []
     started = time.perf_counter()
     done = 0
     for number in range(cases):
@@ -132,11 +135,12 @@ def run(seeds, cases: int, seconds: float, seed: int, folder: Path) -> dict:
             escapes.append((number, kind, operator, answer["escape"] if answer else f"no verdict in {HANG_SECONDS} s"))
             if answer is None:
                 peaks.append(0)
-                worker = Worker()
+                worker = Worker(level)
             continue
         outcomes[(operator, answer["status"])] += 1
-        if answer["reason"] == "check_error":  # a checker raised, and the dispatcher contained it
-            contained.append((number, kind, operator, answer["detail"]))
+        if answer["reason"] == "check_error":  # poold's checker failed, or (deep) FFmpeg refused the file
+            (contained if answer["detail"].startswith("poold's") else refused).append(
+                (number, kind, operator, answer["detail"]))
         if len(slowest) < 5 or answer["took"] > slowest[-1][0]:
             slowest = sorted(slowest + [(answer["took"], number, kind, operator, mutated)], key=lambda row: row[0],
                              reverse=True)[:5]
@@ -149,21 +153,23 @@ def run(seeds, cases: int, seconds: float, seed: int, folder: Path) -> dict:
         retimed.append((took, best, number, kind, operator, len(mutated)))
     peaks.append(worker.finish())
     return {"done": done, "elapsed": elapsed, "outcomes": outcomes, "escapes": escapes, "contained": contained,
-            "slowest": retimed, "intact": intact, "peak_mb": max(peaks) / 1024}
+            "refused": refused, "slowest": retimed, "intact": intact, "peak_mb": max(peaks) / 1024}
 
 
 def report(args, seeds, result: dict) -> None:
     intact = result["intact"]
-    print(f"### Fuzzing the quick check ({datetime.date.today()}, {platform.machine()}, "
+    print(f"### Fuzzing the {'deep' if args.deep else 'quick'} check ({datetime.date.today()}, {platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()})\n")
     print(f"`python benchmarks/fuzz.py --cases {args.cases} --seconds {args.seconds:g} --seed {args.seed}"
-          f"{' --large' if args.large else ''}`: {len(seeds)} seed files "
+          f"{' --large' if args.large else ''}{' --deep' if args.deep else ''}`: {len(seeds)} seed files "
           f"({', '.join(kind for kind, _ in seeds)}), sizes {min(len(d) for _, d in seeds):,} to "
           f"{max(len(d) for _, d in seeds):,} bytes.\n")
     rate = result["done"] / result["elapsed"] if result["elapsed"] else 0.0
     print(f"- cases run: {result['done']:,} in {result['elapsed']:.1f} s ({rate:,.0f} cases/s)")
-    print(f"- escapes (an exception out of check_file) or hangs: {len(result['escapes'])}")
-    print(f"- checker errors contained by the dispatcher (verdict check_error): {len(result['contained'])}")
+    print(f"- escapes (an exception out of the check) or hangs: {len(result['escapes'])}")
+    print(f"- poold's checker failed, contained as a check_error verdict: {len(result['contained'])}")
+    if args.deep:
+        print(f"- FFmpeg refused a file the quick check passed (check_error, unchecked): {len(result['refused'])}")
     print(f"- peak RSS of the checking process: {result['peak_mb']:.0f} MB")
     print(f"- slowest intact seed: {max(intact.values()) * 1000:.1f} ms ({max(intact, key=intact.get)}, best of 3)")
     if result["slowest"]:
@@ -188,12 +194,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=600.0, help="stop after this long")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--large", action="store_true", help="also mutate seeds of 10-21 MB")
+    parser.add_argument("--large", action="store_true", help="also mutate seeds of 10-24 MB")
+    parser.add_argument("--deep", action="store_true", help="run the deep check (poold.integrity.deep) instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="poold-fuzz-") as temporary:
         folder = Path(temporary)
         seeds = make_seeds(folder, args.large)
-        result = run(seeds, args.cases, args.seconds, args.seed, folder)
+        result = run(seeds, args.cases, args.seconds, args.seed, folder, "deep" if args.deep else "quick")
     report(args, seeds, result)
 
 
