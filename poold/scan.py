@@ -237,15 +237,17 @@ class Escape(NamedTuple):
 class Confinement:
     """Which track paths a symbolic link leads out of the library root.
 
-    A track's own name is judged from the lstat the triage makes in place of a stat;
-    the folders above it, from one lstat per folder per audit (cached here). Only a
-    link is resolved (realpath). The root itself may be a link: its target is the
-    library."""
+    A track's own name is judged from the lstat the triage makes in place of a stat.
+    The folders above it are judged once each per audit (cached here), from a listing
+    of their parent: the listing says which entries are links without a stat for
+    each (libraries have tens of thousands of folders). Only a link is resolved
+    (realpath). The root itself may be a link: its target is the library."""
 
     def __init__(self, root: str | os.PathLike):
         self.prefix = os.path.join(root, "")
         self.real_root = os.path.join(os.path.realpath(root), "")
         self.folders: dict[str, Escape | None] = {"": None}  # relative folder -> its way out, if any
+        self._links: dict[str, frozenset[str]] = {}  # relative folder -> names of the links in it
 
     def escape(self, relative: str, path: str, info: os.stat_result) -> Escape | None:
         if stat.S_ISLNK(info.st_mode):
@@ -255,16 +257,23 @@ class Confinement:
     def _folder(self, folder: str) -> Escape | None:
         found = self.folders.get(folder, _ABSENT)
         if found is _ABSENT:
-            found = self.folders[folder] = self._folder(folder.rpartition("/")[0]) or self._folder_link(folder)
+            parent, _, name = folder.rpartition("/")
+            found = self._folder(parent)
+            if found is None and name in self._links_in(parent):
+                found = self._outside(self.prefix + folder)
+            self.folders[folder] = found
         return found
 
-    def _folder_link(self, folder: str) -> Escape | None:
-        path = self.prefix + folder
-        try:
-            is_link = stat.S_ISLNK(os.lstat(path).st_mode)
-        except OSError:
-            return None  # the track's own stat says what is wrong
-        return self._outside(path) if is_link else None
+    def _links_in(self, folder: str) -> frozenset[str]:
+        links = self._links.get(folder)
+        if links is None:
+            try:
+                with os.scandir(self.prefix + folder) as entries:
+                    links = frozenset(entry.name for entry in entries if entry.is_symlink())
+            except OSError:
+                links = frozenset()  # the tracks' own stats say what is wrong
+            self._links[folder] = links
+        return links
 
     def _outside(self, path: str) -> Escape | None:
         real = os.path.realpath(path)
