@@ -66,7 +66,8 @@ def scan_options(config: Config, *, deep: bool = False, verify: bool = False, fu
     if deep:
         require_deep()
     workers = config.scan.workers or os.cpu_count() or 1
-    return ScanOptions(level=DEEP if deep else QUICK, verify=verify, workers=workers, full=full, time_limit=time_limit)
+    return ScanOptions(level=DEEP if deep else QUICK, verify=verify, workers=workers, full=full, time_limit=time_limit,
+                       follow_symlinks=config.library.follow_symlinks)
 
 
 def run_audit(config: Config, *, request: bool = False, options: ScanOptions | None = None,

@@ -97,6 +97,7 @@ class LibraryConfig:
     manifest: Path
     extensions: frozenset[str] = frozenset(DEFAULT_EXTENSIONS)
     update_manifest: bool = False
+    follow_symlinks: bool = False  # follow symbolic links that lead out of the root
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class _Parser:
     """Turns the parsed TOML tables into dataclasses, keeping track of where each key is."""
 
     SECTIONS = {
-        "library": {"root", "manifest", "extensions", "update_manifest"},
+        "library": {"root", "manifest", "extensions", "update_manifest", "follow_symlinks"},
         "pool": {"base_url", "userid", "timeout", *SECRET_NAMES, *(f"{n}_file" for n in SECRET_NAMES)},
         "requests": {"dry_run", "batch_size", "cooldown", "max_tracks_per_day", "max_attempts"},
         "state": {"dir"},
@@ -362,6 +363,7 @@ class _Parser:
             manifest=self.path_value("library", "manifest", table["manifest"]),
             extensions=frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions),
             update_manifest=self.boolean("library", "update_manifest", table, False),
+            follow_symlinks=self.boolean("library", "follow_symlinks", table, False),
         )
 
     def pool(self, table: dict) -> PoolConfig:

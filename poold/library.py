@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .integrity.base import OK
+from .integrity.base import OK, open_regular
 from .manifest import ManifestError, Track, read_manifest, rewrite_manifest
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class Relocator:
     def _sha256_of(self, relative: str) -> str | None:
         if relative not in self._sha256:
             try:
-                with open(os.path.join(self.root, relative), "rb") as f:
+                with open_regular(os.path.join(self.root, relative)) as f:  # a named pipe never blocks it
                     self._sha256[relative] = hashlib.file_digest(f, "sha256").hexdigest()
             except OSError:
                 self._sha256[relative] = None

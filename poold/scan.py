@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
+import logging
 import operator
 import os
 import stat
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .integrity import LOGIC_VERSION, check_file
-from .integrity.base import CORRUPT, OK, UNCHECKED, Verdict
+from .integrity.base import CORRUPT, OK, UNCHECKED, NotAFile, Verdict, open_regular, unreadable
 from .manifest import Track
 from .state import CachedCheck, FileCache, file_key, logic_number
+
+log = logging.getLogger(__name__)
 
 MISSING = "missing"
 DURATION_TOLERANCE = 3.0  # seconds, or 3 %: manifests round durations, encoders pad
@@ -145,7 +148,10 @@ class LibraryUnavailable(Exception):
 
 
 def library_problem(root: Path, marker: str | None) -> str | None:
-    """Why the library looks unavailable, or None when it looks present."""
+    """Why the library looks unavailable, or None when it looks present.
+
+    The root must be a folder poold may list and look into: a root it has no
+    permission for would make every track look unreadable at once."""
     try:
         info = root.stat()
     except FileNotFoundError:
@@ -154,37 +160,133 @@ def library_problem(root: Path, marker: str | None) -> str | None:
         return f"the library folder {root} cannot be read ({exc.strerror})"
     if not stat.S_ISDIR(info.st_mode):
         return f"the library root {root} is not a folder"
+    try:
+        with os.scandir(root) as entries:  # one read of the folder, however large
+            first = next(entries, None)
+    except OSError as exc:
+        return f"the library folder {root} cannot be read ({exc.strerror})"
+    if first is not None and (denied := _search_denied(first.path)):
+        return f"the library folder {root} cannot be read ({denied})"
     if marker and not (root / marker).exists():
         return f"the marker file {marker} is missing from {root} (wrong or unmounted drive?)"
     return None
 
 
+def _search_denied(entry: str) -> str | None:
+    """Why the folder holding ``entry`` cannot be looked into (no search permission),
+    or None. Another error (the entry was deleted meanwhile) is not the folder's."""
+    try:
+        os.lstat(entry)
+    except PermissionError as exc:
+        return exc.strerror
+    except OSError:
+        pass
+    return None
+
+
 def check_track(root: Path, track: Track, verify: bool = False,
-                checker: Callable[[str], Verdict] = check_file) -> Finding:
+                checker: Callable[[str], Verdict] = check_file, follow_symlinks: bool = False) -> Finding:
     """Judge one manifest track against the file in the library (no cache, in this process)."""
     path = os.path.join(root, track.path)
-    triaged = _triage(path, track)
+    triaged = _triage(path, track, None if follow_symlinks else Confinement(root))
     if isinstance(triaged, Finding):
         return triaged
     return conclude_judged(judge(Job(track, path, triaged, QUICK, verify), checker))
 
 
-def _triage(path: str, track: Track) -> Finding | tuple[int, int, int, int]:
-    """A finding decided by stat alone, or the file's identity for checking."""
+def _triage(path: str, track: Track, confine: Confinement | None = None) -> Finding | tuple[int, int, int, int]:
+    """A finding decided by stat alone, or the file's identity for checking.
+
+    With ``confine``, symbolic links are not followed out of the library: the path is
+    looked at with lstat (as cheap as stat), and only a link costs more work."""
     try:
-        info = os.stat(path)
-    except FileNotFoundError:
+        if confine is None:
+            info = os.stat(path)
+        else:
+            info = os.lstat(path)
+            # The common case, costing a dict lookup: not a link, in a folder already found inside.
+            if _is_link(info.st_mode) or confine.folders.get(track.path.rpartition("/")[0], _ABSENT) is not None:
+                if (escape := confine.escape(track.path, path, info)) is not None:
+                    return escape.finding(track)
+                if _is_link(info.st_mode):  # a link that stays inside: its target is the track
+                    info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return _finding(track, MISSING, MISSING, "no file at this path")
     except OSError as exc:
-        return _finding(track, CORRUPT, "unreadable", f"cannot stat the file: {exc.strerror}")
+        verdict = unreadable(exc)
+        return _finding(track, verdict.status, verdict.reason, verdict.detail)
     if not stat.S_ISREG(info.st_mode):
-        return _finding(track, MISSING, MISSING, "the path is not a regular file")
+        if stat.S_ISDIR(info.st_mode):
+            return _finding(track, MISSING, MISSING, "a folder, not a file, is at this path")
+        verdict = unreadable(NotAFile(path, info.st_mode))
+        return _finding(track, verdict.status, verdict.reason, verdict.detail)
     if track.size is not None and info.st_size < track.size:
         if info.st_size == 0:
             return _finding(track, CORRUPT, "empty", "the file is 0 bytes long")
         return _finding(track, CORRUPT, "size_mismatch",
                         f"{info.st_size:,} bytes, the download was {track.size:,} ({info.st_size / track.size:.0%})")
     return (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
+
+
+_is_link = stat.S_ISLNK
+
+
+class Escape(NamedTuple):
+    """A symbolic link on a track's path that leads out of the library."""
+
+    link: str
+    target: str
+
+    def finding(self, track: Track) -> Finding:
+        return _finding(track, UNCHECKED, "outside_library",
+                        f"{self.link} is a symbolic link to {self.target}, outside the library: not followed "
+                        "(set [library] follow_symlinks = true to check such files)")
+
+
+class Confinement:
+    """Which track paths a symbolic link leads out of the library root.
+
+    A track's own name is judged from the lstat the triage makes in place of a stat.
+    The folders above it are judged once each per audit (cached here), from a listing
+    of their parent: the listing says which entries are links without a stat for
+    each (libraries have tens of thousands of folders). Only a link is resolved
+    (realpath). The root itself may be a link: its target is the library."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.prefix = os.path.join(root, "")
+        self.real_root = os.path.join(os.path.realpath(root), "")
+        self.folders: dict[str, Escape | None] = {"": None}  # relative folder -> its way out, if any
+        self._links: dict[str, frozenset[str]] = {}  # relative folder -> names of the links in it
+
+    def escape(self, relative: str, path: str, info: os.stat_result) -> Escape | None:
+        if stat.S_ISLNK(info.st_mode):
+            return self._outside(path)
+        return self._folder(relative.rpartition("/")[0])
+
+    def _folder(self, folder: str) -> Escape | None:
+        found = self.folders.get(folder, _ABSENT)
+        if found is _ABSENT:
+            parent, _, name = folder.rpartition("/")
+            found = self._folder(parent)
+            if found is None and name in self._links_in(parent):
+                found = self._outside(self.prefix + folder)
+            self.folders[folder] = found
+        return found
+
+    def _links_in(self, folder: str) -> frozenset[str]:
+        links = self._links.get(folder)
+        if links is None:
+            try:
+                with os.scandir(self.prefix + folder) as entries:
+                    links = frozenset(entry.name for entry in entries if entry.is_symlink())
+            except OSError:
+                links = frozenset()  # the tracks' own stats say what is wrong
+            self._links[folder] = links
+        return links
+
+    def _outside(self, path: str) -> Escape | None:
+        real = os.path.realpath(path)
+        return None if os.path.join(real, "").startswith(self.real_root) else Escape(path, real)
 
 
 def _finding(track: Track, status: str, reason: str, detail: str) -> Finding:
@@ -317,6 +419,7 @@ class ScanOptions:
     verify: bool = False
     workers: int = 1
     full: bool = False                # ignore cached verdicts
+    follow_symlinks: bool = False     # follow symbolic links that lead out of the library
     time_limit: float | None = None   # deep checks: stop deep-checking after this many seconds
 
 
@@ -332,6 +435,7 @@ class Scanner:
                  verified: dict[int, str] | None = None, on_checked: Callable[[Finding], None] | None = None):
         self.root = root
         self.prefix = os.path.join(root, "")  # paths are joined as strings: pathlib costs more than the stat
+        self.confine = None if options.follow_symlinks else Confinement(root)
         self.cache = cache
         self.options = options
         self.use_cache = cache is not None and not options.full
@@ -350,12 +454,12 @@ class Scanner:
     def findings(self, tracks: Iterable[Track]) -> Iterator[Finding]:
         buffer: list[Job] = []
         in_flight: set = set()
-        prefix, from_cache = self.prefix, self._from_cache if self.use_cache else None
+        prefix, from_cache, confine = self.prefix, self._from_cache if self.use_cache else None, self.confine
         level, sliced = self.options.level, self.options.time_limit is not None
         try:
             for track in tracks:
                 path = prefix + track.path
-                identity = _triage(path, track)
+                identity = _triage(path, track, confine)
                 if identity.__class__ is Finding:
                     yield identity
                     continue
@@ -518,20 +622,33 @@ def audit(root: Path, tracks: Iterable[Track], *, cache: FileCache | None = None
         report.add(finding, open_ids)
         if on_finding:
             on_finding(finding)
-    if report.checked and report.missing / report.checked > max_missing_fraction:
-        report.guard = (f"{report.missing} of {report.checked} tracks are missing, more than "
-                        f"{max_missing_fraction:.0%}: the library looks partly unavailable")
+    if report.checked and len(report.problems) / report.checked > max_missing_fraction:
+        report.guard = _damage_guard(report, max_missing_fraction)
     elif problem := library_problem(root, marker):  # vanished while we looked
         report.guard = problem
     return report
 
 
+def _damage_guard(report: AuditReport, fraction: float) -> str:
+    """Why nothing is requested when too much is missing or damaged at once. Missing and
+    corrupt count together: a drive dying, a bad restore or a half-mounted share loses
+    some files and mangles others, while downloads gone wrong come a few at a time."""
+    count, missing = len(report.problems), report.missing
+    if count == missing:
+        return (f"{missing} of {report.checked} tracks are missing, more than {fraction:.0%}: "
+                "the library looks partly unavailable")
+    return (f"{count} of {report.checked} tracks are missing or damaged ({missing} missing, {count - missing} corrupt), "
+            f"more than {fraction:.0%}: that looks like a failing drive or a bad copy or restore, not downloads "
+            "gone wrong")
+
+
 def walk_files(paths: Iterable[str | os.PathLike], extensions: frozenset[str] | None = None) -> Iterator[Path]:
-    """Files named directly, and every file below named folders, in a stable order."""
+    """Files named directly, and every file below named folders, in a stable order.
+    A folder that cannot be read is named in a warning, not passed over in silence."""
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for folder, dirs, files in os.walk(path):
+            for folder, dirs, files in os.walk(path, onerror=_warn_unreadable_folder):
                 dirs.sort()
                 for name in sorted(files):
                     if extensions is None or os.path.splitext(name)[1].lower() in extensions:
@@ -539,3 +656,6 @@ def walk_files(paths: Iterable[str | os.PathLike], extensions: frozenset[str] | 
         else:
             yield path
 
+
+def _warn_unreadable_folder(exc: OSError) -> None:
+    log.warning("cannot read the folder %s (%s): its files are not checked", exc.filename, exc.strerror)

@@ -58,7 +58,7 @@ def test_table_output_lists_problems(capsys, make_library):
 
 
 def test_request_files_grouped_requests_on_the_wire(capsys, make_library, sandbox):
-    library = make_library(["mp3", "mp3", "m4a"] + ["mp3"] * 8, base_url=sandbox.base_url)
+    library = make_library(["mp3", "mp3", "m4a"] + ["mp3"] * 8, base_url=sandbox.base_url, extra=NO_GUARD)
     library.paths[1001].unlink()
     library.paths[1002].unlink()
     library.paths[1003].write_bytes(HTML)

@@ -24,6 +24,7 @@ from poold.sandbox import CORRUPTED, DROPPED, MEDIA_ERROR, NOT_FOUND, TRUNCATED_
 from poold.state import State
 
 HEAL = "[heal]\nenabled = true\nallow_plain_http = true\n"
+NO_GUARD = "[guard]\nmax_missing_fraction = 1.0\n"  # these small libraries are damaged past 20 % on purpose
 FILE_TYPES = {"mp3": "mp3", "m4a": "m4a", "m4a_faststart": "m4a", "wav": "wav", "flac": "flac"}
 
 
@@ -55,7 +56,7 @@ def healing(make_library, sandbox, tmp_path):
     """
 
     def build(kinds=("mp3",), damaged=(1001,), heal="", served=None, sha256=False, audit=True) -> Setup:
-        library = make_library(kinds, base_url=sandbox.base_url, extra=HEAL + heal)
+        library = make_library(kinds, base_url=sandbox.base_url, extra=NO_GUARD + HEAL + heal)
         originals = {trackid: path.read_bytes() for trackid, path in library.paths.items()}
         if sha256:
             rows = [{"trackid": t, "path": p.relative_to(library.root).as_posix(),
@@ -108,7 +109,7 @@ def test_a_truncated_track_is_fetched_verified_and_swapped_in(healing, sandbox):
 
 
 def test_a_missing_track_is_written_at_its_manifest_path(healing, sandbox):
-    setup = healing(("m4a",), damaged=(), audit=False, heal="[guard]\nmax_missing_fraction = 1.0\n")
+    setup = healing(("m4a",), damaged=(), audit=False)
     folder = setup.path(1001).parent
     setup.path(1001).unlink()
     folder.rmdir()
@@ -236,7 +237,7 @@ def test_a_copy_of_other_audio_than_the_track_had_is_not_swapped_in(healing, san
 
 def test_plain_http_is_used_only_when_allowed(healing, sandbox):
     setup = healing(heal="", audit=True)
-    setup.library.write_config(sandbox.base_url, "[heal]\nenabled = true\n")
+    setup.library.write_config(sandbox.base_url, NO_GUARD + "[heal]\nenabled = true\n")
     heal_once(setup.config)
     job = setup.job(1001)
     assert job["stage"] == "downloading" and "allow_plain_http" in job["last_error"]
@@ -259,7 +260,7 @@ def test_the_manifest_gets_the_new_size_and_hash_with_update_manifest(healing, s
     """Carried-over tags change the bytes: with update_manifest, the row follows, so a
     later --verify audit does not call the healed file changed."""
     setup = healing(damaged=(), audit=False, sha256=True)
-    setup.library.write_config(sandbox.base_url, HEAL)
+    setup.library.write_config(sandbox.base_url, NO_GUARD + HEAL)
     text = setup.library.config_path.read_text().replace('manifest = "manifest.json"\n',
                                                          'manifest = "manifest.json"\nupdate_manifest = true\n')
     setup.library.config_path.write_text(text)

@@ -8,7 +8,6 @@ for a reason of its own (a bug is not evidence of damage).
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import importlib
@@ -16,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from .base import CORRUPT, OK, UNCHECKED, BeyondLimits, Damage, Source, Verdict, is_zero
+from .base import CORRUPT, OK, UNCHECKED, BeyondLimits, Damage, Source, Verdict, is_zero, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +66,8 @@ def check_file(path: str | os.PathLike) -> Verdict:
     try:
         with Source(path) as src:
             return _with_identity(_check_source(src, expected, ext), src)
-    except OSError as exc:
-        return _unreadable(exc)
-
-
-def _unreadable(exc: OSError) -> Verdict:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        # Not the file's fault, and a redownload would not fix it.
-        return Verdict(UNCHECKED, "unreadable", f"no permission to read it ({reason})")
-    return Verdict(CORRUPT, "unreadable", f"reading it failed: {reason}")
+    except OSError as exc:  # a named pipe, a device, no permission, a failing disk
+        return unreadable(exc)
 
 
 def _with_identity(verdict: Verdict, src: Source) -> Verdict:

@@ -29,7 +29,9 @@ instead of probing for it (see :data:`DEMUXERS`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +41,9 @@ from . import check_file
 from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict
 from .crc import BIT_REVERSED, crc16_arc, ogg_page_crc_matches
 from .tags import leading_tags_end, skip_leading_tags, trailing_tags_start
+
+
+log = logging.getLogger(__name__)
 
 
 class DeepUnavailable(RuntimeError):
@@ -69,7 +74,7 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
     try:
         with Source(path) as src:
             notes = _verify_checksums(src, quick.format)
-        decoded = _decode(av, path, quick.format, decode_video)
+            decoded = _decode(av, _opened_path(src), quick.format, decode_video)
         notes += decoded.verify(quick.duration)
     except Damage as damage:
         return Verdict(CORRUPT, damage.reason, damage.detail, quick.format, quick.duration)
@@ -77,6 +82,10 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
         return Verdict(UNCHECKED, "check_error", str(exc), quick.format, quick.duration)
     except OSError as exc:
         return Verdict(UNCHECKED, "check_error", f"reading it failed during the deep check: {exc}",
+                       quick.format, quick.duration)
+    except Exception as exc:  # a bug in the deep check, or PyAV's, is not evidence of damage
+        log.warning("deep check failed on %s: %s: %s", path, type(exc).__name__, exc)
+        return Verdict(UNCHECKED, "check_error", f"poold's deep check failed: {type(exc).__name__}",
                        quick.format, quick.duration)
     detail = "; ".join([f"decoded fully: {decoded.describe()}"] + notes)
     duration = quick.duration if quick.duration is not None else decoded.seconds
@@ -375,12 +384,23 @@ def _decode(av, path, fmt: str | None, decode_video: bool) -> _Decoded:
             return _Decoded(audio, video_job.result())
 
 
+def _opened_path(src: Source) -> str:
+    """A name FFmpeg opens the very file ``src`` holds by: on Linux its /proc/self/fd
+    link, which opens that inode again even if the path has been replaced meanwhile (by
+    a named pipe, which would block FFmpeg's open forever); elsewhere the path itself."""
+    by_fd = f"/proc/self/fd/{src.fileno()}"
+    return by_fd if os.path.exists(by_fd) else src.path
+
+
 def _open(av, path, fmt: str | None):
+    """Open ``path`` in FFmpeg. Tags are never read by the deep check, and many are not
+    the UTF-8 PyAV expects (Latin-1 ID3 frames, Serato's binary MP4 atoms): PyAV is
+    told to drop undecodable bytes rather than fail the open."""
     try:
         return av.open(str(path), format=DEMUXERS.get(fmt),
-                       options={**DEMUXER_OPTIONS.get(fmt, {}), **skip_leading_tags(path)})
-    except av.error.FFmpegError as exc:
-        raise _Undecodable(f"FFmpeg could not open it: {exc}") from exc
+                       options={**DEMUXER_OPTIONS.get(fmt, {}), **skip_leading_tags(path)}, metadata_errors="ignore")
+    except av.error.FFmpegError as exc:  # its str() names the path FFmpeg was given, /proc/self/fd/N
+        raise _Undecodable(f"FFmpeg could not open it: {_ffmpeg_message(exc)}") from exc
 
 
 def _video_streams(av, container) -> list:
@@ -404,6 +424,9 @@ def _cores_to_spare() -> bool:
 
 def _decode_audio(av, container) -> list[_AudioTally]:
     audio = list(container.streams.audio)
+    for stream in audio:
+        if stream.codec_context is None:  # FFmpeg knows the stream, not its codec: nothing to decode with
+            raise _Undecodable(f"FFmpeg has no decoder for audio stream {stream.index}")
     tallies = {stream.index: _tally(stream) for stream in audio}
     threads = _cores_to_spare()
     for stream in audio:
