@@ -15,7 +15,7 @@ import time
 from . import __version__, app
 from .config import ConfigError, load, parse_duration, resolve_config_path
 from .manifest import ManifestError, estimate_rows
-from .errors import PoolError
+from .errors import SHOW_BYTES, PoolError, StateError
 from .redact import RedactingFilter
 from .scan import LibraryUnavailable
 
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    getattr(sys.stdout, "reconfigure", lambda **_: None)(errors=SHOW_BYTES)  # a name that is not UTF-8: \xff
     try:
         return args.func(args)
-    except (ConfigError, ManifestError, LibraryUnavailable, app.SetupError, PoolError, UsageError) as exc:
+    except (ConfigError, ManifestError, LibraryUnavailable, app.SetupError, PoolError, UsageError, StateError) as exc:
         print(f"poold: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="show the whole loop on sample data")
     demo.add_argument("--keep", action="store_true", help="keep the demo folder and print where it is")
     demo.set_defaults(func=cmd_demo)
+
+    reset = sub.add_parser("reset-state", parents=[common],
+                           help="start over with an empty state database (the old one is kept aside)")
+    reset.set_defaults(func=cmd_reset_state)
     return parser
 
 
@@ -297,6 +302,14 @@ def cmd_status(args) -> int:
     print(f"Pending requests: {len(summary['pending_requests'])}")
     for entry in summary["pending_requests"]:
         print("  " + describe_request(entry))
+    return EXIT_OK
+
+
+def cmd_reset_state(args) -> int:
+    from .state import reset_state
+
+    kept = reset_state(config_from(args).state.dir)
+    print("poold: started a new, empty state database" + (f"; the old one is kept as {kept}" if kept else ""))
     return EXIT_OK
 
 

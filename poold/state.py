@@ -7,15 +7,35 @@ transaction) just before the POST, and settled as ``accepted``, ``partial`` or
 ``sent`` rows whose answer never arrived (a crash mid-request) go back to ``pending``:
 delivery is at least once, and only a request in flight at the moment of a crash can
 be delivered twice.
+
+A state dir that was used before is never silently started afresh: beside the database
+lies a marker file holding the database's identity (a random id written into both when
+the database is made). A database that is missing or empty while the marker is there
+was lost, and poold refuses to work from it (an empty memory would file every problem
+again) until ``poold reset-state`` starts over on purpose. Every failure to open or
+write the database (a full or read-only disk, a damaged file) is a :class:`StateError`
+with a one-line message.
+
+The state dir also holds RESERVE_BYTES of disk space in a file of its own. A request is
+sent only while that reserve is in place; if the disk fills up after the send, the
+reserve is given up to write the answer down, so a full disk never makes poold send the
+same request again.
+
+Paths are str, decoded from the file system with surrogate escapes (os.fsdecode). One
+that is not valid UTF-8 is stored as a BLOB of its bytes (see :func:`path_to_db`), so
+the common path stays TEXT and lookups stay as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
 import sqlite3
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,8 +43,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path
 
+from .errors import SHOW_BYTES, StateError
+
 SCHEMA_VERSION = 1
 DB_NAME = "poold.sqlite3"
+MARKER_NAME = "poold.state-id"
+RESERVE_NAME, RESERVE_BYTES = "poold.space-reserve", 256 * 1024
+RESET_HINT = "restore it from a backup, or start over on purpose with `poold reset-state`"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -136,14 +161,75 @@ class State:
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(self.dir / DB_NAME, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self.path = self.dir / DB_NAME
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create the state dir {self.dir}: {exc.strerror}") from exc
+        remembered = _read_marker(self.dir / MARKER_NAME)
+        if remembered and _is_empty(self.path):
+            raise StateError(f"the state database {self.path} is missing or empty, but this state dir was in use "
+                             f"(see {MARKER_NAME}): poold will not start afresh by itself; {RESET_HINT}")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from exc
+        try:
+            self._prepare(remembered)
+        except BaseException:
+            self.db.close()
+            raise
+        self._keep_reserve()
+
+    def _prepare(self, remembered: str | None) -> None:
+        """Set the connection up, make the schema, and match the database to the marker."""
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from exc
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            if remembered is None:  # a new database, or one from before the marker: give it an identity
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (json.dumps(uuid.uuid4().hex),))
+            row = db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        identity = json.loads(row[0]) if row else None
+        if identity is None:
+            raise StateError(f"the state database {self.path} holds no poold state, but this state dir was in use "
+                             f"(see {MARKER_NAME}); {RESET_HINT}")
+        if remembered is None:
+            _write_marker(self.dir / MARKER_NAME, identity)
+        elif remembered != identity:
+            raise StateError(f"the state database {self.path} is not the one this state dir was made with "
+                             f"({MARKER_NAME} names another); {RESET_HINT}")
+
+    def _keep_reserve(self) -> bool:
+        """Make sure the space reserve is in place; False when the disk has no room for it.
+        The bytes are random so that no file system can store them compressed or shared."""
+        reserve = self.dir / RESERVE_NAME
+        with contextlib.suppress(OSError):
+            if reserve.stat().st_size >= RESERVE_BYTES:
+                return True
+        try:
+            with open(reserve, "wb") as f:
+                f.write(os.urandom(RESERVE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            with contextlib.suppress(OSError):
+                reserve.unlink(missing_ok=True)
+            return False
+
+    def _give_up_reserve(self) -> bool:
+        try:
+            (self.dir / RESERVE_NAME).unlink()
+            return True
+        except OSError:
+            return False
 
     def close(self) -> None:
         self.db.close()
@@ -158,20 +244,32 @@ class State:
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction. ``durable=False`` commits without waiting for the disk
         (WAL with synchronous=NORMAL): for what a power cut may lose, such as cached
-        verdicts; the next durable commit syncs its pages too."""
-        if not durable:
-            self.db.execute("PRAGMA synchronous=NORMAL")
+        verdicts; the next durable commit syncs its pages too. A storage fault (full or
+        read-only disk, damaged file) rolls back and raises StateError."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-        finally:
             if not durable:
-                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+                        with contextlib.suppress(sqlite3.Error):
+                            self.db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("PRAGMA synchronous=FULL")
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+                raise
+            raise self._fault(exc) from exc
+
+    def _fault(self, exc: sqlite3.Error) -> StateError:
+        return _fault(self.dir, str(exc))
 
     # --- incidents ------------------------------------------------------------------
 
@@ -190,7 +288,8 @@ class State:
                    ON CONFLICT (trackid) WHERE resolved_at IS NULL
                    DO UPDATE SET path=excluded.path, status=excluded.status, reason=excluded.reason,
                                  detail=excluded.detail, last_seen=excluded.last_seen""",
-                ((*problem, now, now) for problem in problems),
+                ((trackid, path_to_db(path), status, reason, _text(detail), now, now)
+                 for trackid, path, status, reason, detail in problems),
             )
 
     def resolve(self, trackids: Iterable[int], now: float | None = None) -> int:
@@ -261,6 +360,11 @@ class State:
             return cursor.lastrowid
 
     def mark_sent(self, request_id: int) -> None:
+        """Mark a request sent, just before it is; refused (StateError) unless the space
+        reserve is in place, so that its answer can be written down however full the disk."""
+        if not self._keep_reserve():
+            raise StateError(f"the disk holding the state database {self.path} is full: poold sends no request "
+                             "whose answer it could not write down; free some space and run poold again")
         with self.transaction() as db:
             db.execute(
                 "UPDATE requests SET state='sent', attempts=attempts+1, updated=? WHERE id=?",
@@ -271,6 +375,14 @@ class State:
         """Record the outcome of a send: a final state, or ``pending`` to try again later."""
         if state not in FINAL_REQUEST_STATES + ("pending",):
             raise ValueError(f"cannot settle a request as {state!r}")
+        try:
+            self._settle(request_id, state, error, tracks_requeued)
+        except StateError:
+            if not self._give_up_reserve():  # a full disk: the reserve is for this moment
+                raise
+            self._settle(request_id, state, error, tracks_requeued)
+
+    def _settle(self, request_id: int, state: str, error: str | None, tracks_requeued: int | None) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE requests SET state=?, last_error=COALESCE(?, last_error), tracks_requeued=COALESCE(?, tracks_requeued), "
@@ -336,7 +448,8 @@ class State:
 
     def set_location(self, trackid: int, path: str, moved_from: str) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", (trackid, path, moved_from, time.time()))
+            db.execute("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)",
+                       (trackid, path_to_db(path), path_to_db(moved_from), time.time()))
 
     def forget_location(self, trackid: int) -> None:
         with self.transaction() as db:
@@ -344,7 +457,7 @@ class State:
 
     def locations(self) -> dict[int, str]:
         """Where moved tracks are now, overriding the manifest's paths."""
-        return {row[0]: row[1] for row in self.db.execute("SELECT trackid, path FROM locations")}
+        return {row[0]: path_from_db(row[1]) for row in self.db.execute("SELECT trackid, path FROM locations")}
 
     # --- small key/value notes (e.g. the guard's state) -------------------------------
 
@@ -430,14 +543,14 @@ class FileCache:
         self.flush()
         row = self.db.execute(
             "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5 "
-            "FROM files WHERE path=?", (path,)).fetchone()
+            "FROM files WHERE path=?", (path_to_db(path),)).fetchone()
         return CachedCheck._make(row) if row else None
 
     def put(self, path: str, check: CachedCheck) -> None:
         key = file_key(path, check.identity, logic_number(check.logic), check.level == "deep")
         if self._known is not None:
             self._known[key] = (check.duration or 0.0) if check.status == "ok" else None
-        self._writes.append((path, *check, time.time(), key))
+        self._writes.append((path if path.isascii() else path_to_db(path), *check, time.time(), key))
         if len(self._writes) >= self.FLUSH_EVERY:
             self.flush()
 
@@ -454,4 +567,123 @@ class FileCache:
 
 
 def _incident(row: sqlite3.Row) -> Incident:
-    return Incident(**{key: row[key] for key in Incident.__dataclass_fields__})
+    fields = {key: row[key] for key in Incident.__dataclass_fields__}
+    return Incident(**{**fields, "path": path_from_db(fields["path"])})
+
+
+def path_to_db(path: str) -> str | bytes:
+    """A path as stored: itself when it is valid UTF-8 (nearly always), else a BLOB of the
+    file name's own bytes (os.fsencode of a str decoded with surrogate escapes).
+
+    SQLite cannot hold a lone surrogate as TEXT; a BLOB keeps the exact name, and never
+    compares equal to a TEXT value, so the two forms cannot be confused."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    """The path :func:`path_to_db` stored."""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+def _text(message: str) -> str:
+    """A message to store as TEXT: a byte of a name that is not UTF-8 shown as \\xff."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return message.encode("utf-8", SHOW_BYTES).decode("utf-8")
+    return message
+
+
+# --- the state dir's marker and storage faults ------------------------------------------
+
+def _read_marker(marker: Path) -> str | None:
+    """The identity the marker remembers, None when there is no marker (a new state dir,
+    or one from before markers)."""
+    try:
+        return marker.read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"cannot read {marker}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def _write_marker(marker: Path, identity: str) -> None:
+    """Write the marker atomically and durably: it outlives a lost database."""
+    temporary = marker.with_name(marker.name + ".tmp")
+    try:
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(identity + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, marker)
+        folder = os.open(marker.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise _fault(marker.parent, "database or disk is full" if full else exc.strerror or str(exc)) from exc
+
+
+def _fault(directory: Path, text: str) -> StateError:
+    """A storage fault (SQLite's words in ``text``) as one line that says what to do."""
+    database = directory / DB_NAME
+    if "full" in text or "I/O error" in text and _nearly_full(directory):  # SQLite says I/O error for a full WAL
+        return StateError(f"the disk holding the state database {database} is full ({text}); "
+                          "free some space and run poold again")
+    if "not a database" in text or "malformed" in text:
+        return StateError(f"{database} is not a usable poold state database ({text}); {RESET_HINT}")
+    if _read_only(directory) or "readonly" in text:
+        return StateError(f"the state dir {directory} is read-only ({text}); poold must be able to write there")
+    if "I/O error" in text:
+        return StateError(f"the state database {database} could not be read or written ({text}): "
+                          "the disk may be failing")
+    return StateError(f"the state database {database} cannot be used: {text}")
+
+
+def _is_empty(database: Path) -> bool:
+    try:
+        return database.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < 1 << 20
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def reset_state(directory: str | os.PathLike) -> Path | None:
+    """Start over on purpose: move the database (with its WAL) aside, forget the marker,
+    and make a new, empty database. Returns where the old database was kept, if any."""
+    directory = Path(directory)
+    kept = directory / f"{DB_NAME}.reset-{time.strftime('%Y%m%d-%H%M%S')}"
+    moved = False
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            source = directory / (DB_NAME + suffix)
+            if source.exists():
+                os.replace(source, kept.with_name(kept.name + suffix))
+                moved = True
+        (directory / MARKER_NAME).unlink(missing_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot reset the state dir {directory}: {exc.strerror}") from exc
+    State(directory).close()
+    return kept if moved else None
