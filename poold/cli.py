@@ -306,9 +306,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_reset_state(args) -> int:
-    from .state import reset_state
+    from .state import State
 
-    kept = reset_state(config_from(args).state.dir)
+    kept = State.reset(config_from(args).state.dir)
     print("poold: started a new, empty state database" + (f"; the old one is kept as {kept}" if kept else ""))
     return EXIT_OK
 

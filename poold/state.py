@@ -156,6 +156,112 @@ class OutboxRequest:
     trackids: tuple[int, ...]
 
 
+def path_to_db(path: str) -> str | bytes:
+    """A path as stored: itself when it is valid UTF-8 (nearly always), else a BLOB of the
+    file name's own bytes (os.fsencode of a str decoded with surrogate escapes).
+
+    SQLite cannot hold a lone surrogate as TEXT; a BLOB keeps the exact name, and never
+    compares equal to a TEXT value, so the two forms cannot be confused."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    """The path :func:`path_to_db` stored."""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+def _text(message: str) -> str:
+    """A message to store as TEXT: a byte of a name that is not UTF-8 shown as \\xff."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return message.encode("utf-8", SHOW_BYTES).decode("utf-8")
+    return message
+
+
+# --- the state dir's marker and storage faults ------------------------------------------
+
+def _read_marker(marker: Path) -> str | None:
+    """The identity the marker remembers, None when there is no marker (a new state dir,
+    or one from before markers)."""
+    try:
+        return marker.read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {marker}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise StateError(f"{marker} is damaged (not the id poold wrote); {RESET_HINT}") from None
+
+
+def _write_marker(marker: Path, identity: str) -> None:
+    """Write the marker atomically and durably: it outlives a lost database."""
+    temporary = marker.with_name(marker.name + ".tmp")
+    try:
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(identity + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, marker)
+        folder = os.open(marker.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise _fault(marker.parent, "database or disk is full" if full else exc.strerror or str(exc)) from exc
+
+
+def _is_storage_fault(exc: sqlite3.DatabaseError) -> bool:
+    """A fault of the disk or the file (full, read-only, locked, damaged), not of poold's SQL."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def _fault(directory: Path, text: str) -> StateError:
+    """A storage fault (SQLite's words in ``text``) as one line that says what to do."""
+    database = directory / DB_NAME
+    if "full" in text or "I/O error" in text and _nearly_full(directory):  # SQLite says I/O error for a full WAL
+        return StateError(f"the disk holding the state database {database} is full ({text}); "
+                          "free some space and run poold again")
+    if "not a database" in text or "malformed" in text:
+        return StateError(f"{database} is not a usable poold state database ({text}); {RESET_HINT}")
+    if _read_only(directory) or "readonly" in text:
+        return StateError(f"the state dir {directory} is read-only ({text}); poold must be able to write there")
+    if "I/O error" in text:
+        return StateError(f"the state database {database} could not be read or written ({text}): "
+                          "the disk may be failing")
+    return StateError(f"the state database {database} cannot be used: {text}")
+
+
+def _is_empty(database: Path) -> bool:
+    try:
+        return database.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < 1 << 20
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 class State:
     """One connection to the state database. Not shared between threads."""
 
@@ -205,6 +311,25 @@ class State:
         elif remembered != identity:
             raise StateError(f"the state database {self.path} is not the one this state dir was made with "
                              f"({MARKER_NAME} names another); {RESET_HINT}")
+
+    @classmethod
+    def reset(cls, directory: str | os.PathLike) -> Path | None:
+        """Start over on purpose: move the database (with its WAL) aside, forget the
+        marker, and make a new, empty database. Returns where the old database is kept."""
+        directory = Path(directory)
+        kept = directory / f"{DB_NAME}.reset-{time.strftime('%Y%m%d-%H%M%S')}"
+        moved = False
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                source = directory / (DB_NAME + suffix)
+                if source.exists():
+                    os.replace(source, kept.with_name(kept.name + suffix))
+                    moved = True
+            (directory / MARKER_NAME).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot reset the state dir {directory}: {exc.strerror}") from exc
+        cls(directory).close()
+        return kept if moved else None
 
     def _keep_reserve(self) -> bool:
         """Make sure the space reserve is in place; False when the disk has no room for it.
@@ -263,8 +388,8 @@ class State:
                 if not durable:
                     with contextlib.suppress(sqlite3.Error):
                         self.db.execute("PRAGMA synchronous=FULL")
-        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
-            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+        except sqlite3.DatabaseError as exc:
+            if not _is_storage_fault(exc):
                 raise
             raise self._fault(exc) from exc
 
@@ -570,120 +695,3 @@ def _incident(row: sqlite3.Row) -> Incident:
     fields = {key: row[key] for key in Incident.__dataclass_fields__}
     return Incident(**{**fields, "path": path_from_db(fields["path"])})
 
-
-def path_to_db(path: str) -> str | bytes:
-    """A path as stored: itself when it is valid UTF-8 (nearly always), else a BLOB of the
-    file name's own bytes (os.fsencode of a str decoded with surrogate escapes).
-
-    SQLite cannot hold a lone surrogate as TEXT; a BLOB keeps the exact name, and never
-    compares equal to a TEXT value, so the two forms cannot be confused."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape")
-    return path
-
-
-def path_from_db(value: str | bytes) -> str:
-    """The path :func:`path_to_db` stored."""
-    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
-
-
-def _text(message: str) -> str:
-    """A message to store as TEXT: a byte of a name that is not UTF-8 shown as \\xff."""
-    try:
-        message.encode("utf-8")
-    except UnicodeEncodeError:
-        return message.encode("utf-8", SHOW_BYTES).decode("utf-8")
-    return message
-
-
-# --- the state dir's marker and storage faults ------------------------------------------
-
-def _read_marker(marker: Path) -> str | None:
-    """The identity the marker remembers, None when there is no marker (a new state dir,
-    or one from before markers)."""
-    try:
-        return marker.read_text(encoding="ascii").strip() or None
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StateError(f"cannot read {marker}: {getattr(exc, 'strerror', None) or exc}") from exc
-
-
-def _write_marker(marker: Path, identity: str) -> None:
-    """Write the marker atomically and durably: it outlives a lost database."""
-    temporary = marker.with_name(marker.name + ".tmp")
-    try:
-        with open(temporary, "w", encoding="ascii") as f:
-            f.write(identity + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, marker)
-        folder = os.open(marker.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise _fault(marker.parent, "database or disk is full" if full else exc.strerror or str(exc)) from exc
-
-
-def _fault(directory: Path, text: str) -> StateError:
-    """A storage fault (SQLite's words in ``text``) as one line that says what to do."""
-    database = directory / DB_NAME
-    if "full" in text or "I/O error" in text and _nearly_full(directory):  # SQLite says I/O error for a full WAL
-        return StateError(f"the disk holding the state database {database} is full ({text}); "
-                          "free some space and run poold again")
-    if "not a database" in text or "malformed" in text:
-        return StateError(f"{database} is not a usable poold state database ({text}); {RESET_HINT}")
-    if _read_only(directory) or "readonly" in text:
-        return StateError(f"the state dir {directory} is read-only ({text}); poold must be able to write there")
-    if "I/O error" in text:
-        return StateError(f"the state database {database} could not be read or written ({text}): "
-                          "the disk may be failing")
-    return StateError(f"the state database {database} cannot be used: {text}")
-
-
-def _is_empty(database: Path) -> bool:
-    try:
-        return database.stat().st_size == 0
-    except FileNotFoundError:
-        return True
-
-
-def _nearly_full(folder: Path) -> bool:
-    try:
-        usage = os.statvfs(folder)
-    except OSError:
-        return False
-    return usage.f_bavail * usage.f_frsize < 1 << 20
-
-
-def _read_only(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def reset_state(directory: str | os.PathLike) -> Path | None:
-    """Start over on purpose: move the database (with its WAL) aside, forget the marker,
-    and make a new, empty database. Returns where the old database was kept, if any."""
-    directory = Path(directory)
-    kept = directory / f"{DB_NAME}.reset-{time.strftime('%Y%m%d-%H%M%S')}"
-    moved = False
-    try:
-        for suffix in ("", "-wal", "-shm"):
-            source = directory / (DB_NAME + suffix)
-            if source.exists():
-                os.replace(source, kept.with_name(kept.name + suffix))
-                moved = True
-        (directory / MARKER_NAME).unlink(missing_ok=True)
-    except OSError as exc:
-        raise StateError(f"cannot reset the state dir {directory}: {exc.strerror}") from exc
-    State(directory).close()
-    return kept if moved else None
