@@ -200,7 +200,7 @@ def _read_marker(marker: Path) -> str | None:
 
 def _write_marker(marker: Path, identity: str) -> None:
     """Write the marker atomically and durably: it outlives a lost database."""
-    temporary = marker.with_name(marker.name + ".tmp")
+    temporary = marker.with_name(f"{marker.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # two may race
     try:
         with open(temporary, "w", encoding="ascii") as f:
             f.write(identity + "\n")
@@ -262,6 +262,57 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
+def _raise_fault(exc: sqlite3.DatabaseError, directory: Path) -> None:
+    """Raise StateError for a storage fault; return for anything else (the caller re-raises)."""
+    if _is_storage_fault(exc):
+        raise _fault(directory, str(exc)) from exc
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose execute and executemany raise StateError for a storage fault,
+    in reading the rows too (a damaged page is found when it is read). ``directory`` is
+    set once it is open. Cursors made with cursor() are plain, for bulk reads."""
+
+    directory: Path
+
+    def execute(self, *args) -> sqlite3.Cursor:
+        try:
+            return super().cursor(_Cursor).execute(*args)
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.directory)
+            raise
+
+    def executemany(self, *args) -> sqlite3.Cursor:
+        try:
+            return super().cursor(_Cursor).executemany(*args)
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.directory)
+            raise
+
+
+class _Cursor(sqlite3.Cursor):
+    def __next__(self):
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.connection.directory)
+            raise
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.connection.directory)
+            raise
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.connection.directory)
+            raise
+
+
 class State:
     """One connection to the state database. Not shared between threads."""
 
@@ -277,9 +328,10 @@ class State:
             raise StateError(f"the state database {self.path} is missing or empty, but this state dir was in use "
                              f"(see {MARKER_NAME}): poold will not start afresh by itself; {RESET_HINT}")
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, factory=_Connection)
         except sqlite3.Error as exc:
             raise self._fault(exc) from exc
+        self.db.directory = self.dir
         try:
             self._prepare(remembered)
         except BaseException:
@@ -370,28 +422,23 @@ class State:
         """One write transaction. ``durable=False`` commits without waiting for the disk
         (WAL with synchronous=NORMAL): for what a power cut may lose, such as cached
         verdicts; the next durable commit syncs its pages too. A storage fault (full or
-        read-only disk, damaged file) rolls back and raises StateError."""
+        read-only disk, damaged file) rolls back and raises StateError (see _Connection)."""
+        if not durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            if not durable:
-                self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self.db
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
-                        with contextlib.suppress(sqlite3.Error):
-                            self.db.execute("ROLLBACK")
-                    raise
-            finally:
-                if not durable:
-                    with contextlib.suppress(sqlite3.Error):
-                        self.db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.DatabaseError as exc:
-            if not _is_storage_fault(exc):
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+                    with contextlib.suppress(sqlite3.Error, StateError):
+                        self.db.execute("ROLLBACK")
                 raise
-            raise self._fault(exc) from exc
+        finally:
+            if not durable:
+                with contextlib.suppress(sqlite3.Error, StateError):
+                    self.db.execute("PRAGMA synchronous=FULL")
 
     def _fault(self, exc: sqlite3.Error) -> StateError:
         return _fault(self.dir, str(exc))
@@ -660,8 +707,12 @@ class FileCache:
         if self._known is None:
             cursor = self.db.cursor()
             cursor.row_factory = None  # plain tuples: dict() then builds the map without Python code a row
-            self._known = dict(cursor.execute(
-                "SELECT stamp, CASE WHEN status = 'ok' THEN coalesce(duration, 0.0) END FROM files"))
+            try:
+                self._known = dict(cursor.execute(
+                    "SELECT stamp, CASE WHEN status = 'ok' THEN coalesce(duration, 0.0) END FROM files"))
+            except sqlite3.DatabaseError as exc:
+                _raise_fault(exc, self.state.dir)
+                raise
         return self._known
 
     def full(self, path: str) -> CachedCheck | None:

@@ -273,3 +273,35 @@ def test_a_track_moved_to_a_name_that_is_not_utf8_is_audited_and_shown(capsys, m
     assert code == 0 and json.loads(out)["open_incidents"][0]["path"] == problem["path"]
     code, out, err = run(capsys, "status", "--config", config)
     assert code == 0 and "\\xff moved.mp3" in out, out
+
+
+def test_a_damaged_page_found_by_a_read_is_a_state_error(tmp_path):
+    """The header and the small tables read on opening are intact; the pages of the
+    incidents, written last, are garbage: the read that meets them raises StateError."""
+    with State(tmp_path) as state:
+        state.record_problems([(n, f"crate/{n:05d}.mp3" * 8, "missing", "missing", "gone") for n in range(1, 3000)])
+        page_size = state.db.execute("PRAGMA page_size").fetchone()[0]
+        state.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    database = tmp_path / DB_NAME
+    pages = database.stat().st_size // page_size
+    with open(database, "r+b") as f:
+        f.seek((pages // 2) * page_size)
+        f.write(os.urandom((pages - pages // 2) * page_size))
+    with State(tmp_path) as state, pytest.raises(StateError, match="not a usable poold state database"):
+        state.open_incidents()
+
+
+def test_processes_opening_a_new_state_dir_at_once_agree_on_its_identity(tmp_path):
+    """The daemon and a `poold status` may both make the marker of a new state dir."""
+    import concurrent.futures
+
+    def open_and_read(_):
+        with State(tmp_path / "state") as state:
+            return state.note("identity")
+
+    for attempt in range(10):
+        directory = tmp_path / "state"
+        shutil.rmtree(directory, ignore_errors=True)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            identities = set(pool.map(open_and_read, range(8)))
+        assert len(identities) == 1 and (directory / MARKER_NAME).read_text().strip() in identities
