@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    getattr(sys.stdout, "reconfigure", lambda **_: None)(errors=SHOW_BYTES)  # a name that is not UTF-8: \xff
+    for stream in (sys.stdout, sys.stderr):  # a byte of a file name that is not UTF-8 shows as \xff
+        getattr(stream, "reconfigure", lambda **_: None)(errors=SHOW_BYTES)
     try:
         return args.func(args)
     except (ConfigError, ManifestError, LibraryUnavailable, app.SetupError, PoolError, UsageError, StateError) as exc:
