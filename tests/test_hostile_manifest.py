@@ -286,3 +286,10 @@ def test_a_huge_integer_in_a_field_poold_ignores_is_fine_but_later_faults_are_fo
     _fail(path, "nested")
     path.write_text(path.read_text().replace(NESTED, "[1,]"))
     _fail(path, "malformed JSON")
+
+
+def test_a_json_manifest_read_whole_is_bounded_by_its_size_not_the_row_limit(tmp_path):
+    """Parsed in one go, a small JSON manifest may hold a long row (its 16 MiB bound it);
+    only the checked fields are kept, so the track is the same small record."""
+    path = _write(tmp_path, "json", '{"trackid": 2, "path": "b.mp3", "notes": "' + "x" * BIG + '"}')
+    assert list(read_manifest(path)) == [Track(1, "ok.mp3"), Track(2, "b.mp3")]
