@@ -169,14 +169,12 @@ def test_a_read_only_state_dir_is_one_line_exit_2(capsys, make_library, sandbox)
         assert sandbox.requeued == {1001: 1}
 
 
-def test_a_full_disk_from_the_start_is_one_line_exit_2(capsys, make_library):
-    library = make_library(["mp3"])
+def test_a_full_disk_from_the_start_is_one_line_exit_2(capsys, make_library, sandbox):
+    library = make_library(["mp3"], base_url=sandbox.base_url)
     config = str(library.config_path)
-    with mounted_tmpfs(library.folder / "state", "64k"):
-        shutil.copyfile("/dev/null", library.folder / "state" / "x")
-        with open(library.folder / "state" / "filler", "wb") as f, contextlib.suppress(OSError):
-            f.write(b"\0" * (1 << 20))
-        for argv in (["audit"], ["status"], ["requests"]):
+    with mounted_tmpfs(library.folder / "state", "64k") as state_dir:
+        fill(state_dir, 0)
+        for argv in (["audit", "--request"], ["audit"], ["status"], ["requests"]):
             code, _, err = run(capsys, *argv, "--config", config)
             assert code == 2 and "full" in one_line(err), (argv, err)
 
@@ -305,3 +303,12 @@ def test_processes_opening_a_new_state_dir_at_once_agree_on_its_identity(tmp_pat
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             identities = set(pool.map(open_and_read, range(8)))
         assert len(identities) == 1 and (directory / MARKER_NAME).read_text().strip() in identities
+
+
+def test_check_shows_a_name_that_is_not_utf8(capsys, tmp_path, encoded):
+    folder = os.fsencode(tmp_path)
+    shutil.copyfile(encoded("mp3"), folder + b"/\xff track.mp3")
+    code, out, err = run(capsys, "check", str(tmp_path))
+    assert code == 0 and "\\xff track.mp3" in out, out + err
+    code, out, err = run(capsys, "check", "--json", str(tmp_path))
+    assert code == 0 and os.fsencode(json.loads(out)["path"]) == folder + b"/\xff track.mp3", out + err
