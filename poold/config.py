@@ -178,15 +178,16 @@ MAX_CONFIG_BYTES = 1 << 20
 def _read_regular(path: Path, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes: a FIFO would block the
     open and a device never end, so anything else is refused before it is read."""
+    refused = f"{path}: not a regular file (poold reads no FIFO or device: it could hang or never end)"
     if not stat.S_ISREG(os.stat(path).st_mode):
-        raise ConfigError(f"{path}: not a regular file; the config must be a file")
+        raise ConfigError(refused)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with open(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{path}: not a regular file; the config must be a file")
+            raise ConfigError(refused)
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise ConfigError(f"{path}: larger than {limit:,} bytes; that is no config file")
+        raise ConfigError(f"{path}: larger than {limit:,} bytes, the most poold reads of it")
     return data
 
 
