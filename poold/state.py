@@ -343,7 +343,7 @@ class State:
         """Set the connection up, make the schema, and match the database to the marker."""
         try:
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
@@ -363,6 +363,19 @@ class State:
         elif remembered != identity:
             raise StateError(f"the state database {self.path} is not the one this state dir was made with "
                              f"({MARKER_NAME} names another); {RESET_HINT}")
+
+    def _use_wal(self, patience: float = 30.0) -> None:
+        """Switch to WAL. Two processes making a new database at once (the service and a
+        command) may find it locked: SQLite does not wait for that lock, so this does."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except StateError as exc:
+                if "locked" not in str(exc.__cause__) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @classmethod
     def reset(cls, directory: str | os.PathLike) -> Path | None:
