@@ -29,7 +29,7 @@ def _json_text(rows_json: list[str]) -> str:
     return '{"tracks": [\n' + ",\n".join(rows_json) + "\n]}\n"
 
 
-def _write(tmp_path, suffix: str, second_row: str, *, csv_row: str | None = None, stream: bool = False):
+def _write(tmp_path, suffix: str, second_row: str, *, csv_row: str | None = None):
     """A manifest whose first row is fine and whose second row is ``second_row`` (JSON
     text of one object; for CSV, ``csv_row``)."""
     first = '{"trackid": 1, "path": "ok.mp3"}'
@@ -79,12 +79,13 @@ ROW_CASES = [
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("case, row, csv_row, fragment", ROW_CASES, ids=[c[0] for c in ROW_CASES])
-@pytest.mark.parametrize("suffix", ["json", "jsonl", "csv"])
-def test_hostile_rows_are_one_line_errors_naming_the_row(tmp_path, json_mode, suffix, case, row, csv_row, fragment):
+@pytest.mark.parametrize("reader", ["json-whole", "json-streamed", "jsonl", "csv"])
+def test_hostile_rows_are_one_line_errors_naming_the_row(tmp_path, monkeypatch, reader, case, row, csv_row, fragment):
+    suffix = reader.split("-")[0]
     if suffix == "csv" and csv_row is None:
         pytest.skip("CSV text cannot hold this (no escapes, no nesting)")
-    if suffix != "json" and json_mode:
-        pytest.skip("the whole-file fast path is JSON only")
+    if reader == "json-streamed":
+        monkeypatch.setattr(manifest, "WHOLE_JSON_LIMIT", 0)
     path = _write(tmp_path, suffix, row, csv_row=csv_row)
     where = {"json": "track 2", "jsonl": "line 2", "csv": "line 3"}[suffix]
     _fail(path, where, fragment)
