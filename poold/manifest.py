@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
-_HEX = {"sha256": re.compile(r"^[0-9a-fA-F]{64}$"), "md5": re.compile(r"^[0-9a-fA-F]{32}$")}
+_HEX = {"sha256": re.compile(r"[0-9a-fA-F]{64}"), "md5": re.compile(r"[0-9a-fA-F]{32}")}  # fullmatch: no "$\n"
 _CHUNK = 1 << 16
 _MAX_RECORD = 1 << 20  # characters in one row (a JSON Lines line, a CSV record, a JSON track object)
 MAX_MANIFEST_BYTES = 2 << 30
@@ -433,7 +433,7 @@ def _optional_hex(row: dict, key: str, where: object) -> str | None:
     value = row.get(key)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _HEX[key].match(value):
+    if not isinstance(value, str) or not _HEX[key].fullmatch(value):
         raise ManifestError(f"{where}: {key} {_shown(value)} is not a hex {key} digest")
     return value.lower()
 

@@ -294,3 +294,11 @@ def test_a_json_manifest_read_whole_is_bounded_by_its_size_not_the_row_limit(tmp
     only the checked fields are kept, so the track is the same small record."""
     path = _write(tmp_path, "json", '{"trackid": 2, "path": "b.mp3", "notes": "' + "x" * BIG + '"}')
     assert list(read_manifest(path)) == [Track(1, "ok.mp3"), Track(2, "b.mp3")]
+
+
+@pytest.mark.parametrize("suffix", ["json", "jsonl"])
+def test_a_digest_with_a_trailing_newline_is_refused(tmp_path, suffix):
+    """A regex "$" also matches before a final newline: "ab...ab\\n" would be kept and
+    then never equal the file's digest, a false checksum_mismatch."""
+    path = _write(tmp_path, suffix, json.dumps({"trackid": 2, "path": "b.mp3", "sha256": "ab" * 32 + "\n"}))
+    _fail(path, "sha256")
