@@ -16,7 +16,7 @@ import sys
 from . import __version__, app, crash, report
 from .config import ConfigError, parse_duration, resolve_config_path
 from .config import load as load_config
-from .errors import PoolError
+from .errors import SHOW_BYTES, PoolError, StateError
 from .manifest import ManifestError
 from .redact import RedactingFilter
 from .scan import LibraryUnavailable
@@ -32,9 +32,11 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    for stream in (sys.stdout, sys.stderr):  # a byte of a file name that is not UTF-8 shows as \xff
+        getattr(stream, "reconfigure", lambda **_: None)(errors=SHOW_BYTES)
     try:
         return args.func(args)
-    except (ConfigError, ManifestError, LibraryUnavailable, app.SetupError, PoolError, UsageError) as exc:
+    except (ConfigError, ManifestError, LibraryUnavailable, app.SetupError, PoolError, UsageError, StateError) as exc:
         print(f"poold: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -135,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                    cmd_demo)
     demo.add_argument("--keep", action="store_true", help="keep the demo folder and print where it is")
 
+    command("reset-state", "start over with an empty state database (the old one is kept aside)",
+            "Move the state database aside and start a new, empty one: every problem found is then new, and may be "
+            "requested again. Only for a state dir poold refuses because its database was lost or damaged.",
+            cmd_reset_state)
+
     return parser
 
 
@@ -230,6 +237,16 @@ def cmd_heal(args) -> int:
     else:
         report.print_heal(outcome)
     return EXIT_PROBLEMS if outcome.waiting or outcome.error else EXIT_OK
+
+
+# --- reset-state ---------------------------------------------------------------------
+
+def cmd_reset_state(args) -> int:
+    from .state import State
+
+    kept = State.reset(config_from(args).state.dir)
+    print("poold: started a new, empty state database" + (f"; the old one is kept as {kept}" if kept else ""))
+    return EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------

@@ -80,9 +80,14 @@ class Secret:
         return hash(self._identity())
 
 
+SECRET_FILE_LIMIT = 64 * 1024  # a key or secret is a line; a file this large is not one
+
+
 def _read_secret_file(path: Path, where: str) -> str:
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        value = _read_regular(path, SECRET_FILE_LIMIT).decode("utf-8").strip()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"{where}: cannot read {path}: {why}") from None
@@ -211,16 +216,39 @@ def load(path: str | os.PathLike) -> Config:
     """Read and validate a config file; raise ConfigError naming the file, line and key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_regular(path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (write one with: poold init LIBRARY MANIFEST, or pass --config)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return _Parser(path, text).config(data)
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes: a FIFO would block the
+    open and a device never end, so anything else is refused before it is read."""
+    refused = f"{path}: not a regular file (poold reads no FIFO or device: it could hang or never end)"
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ConfigError(refused)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(refused)
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{path}: larger than {limit:,} bytes, the most poold reads of it")
+    return data
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")

@@ -164,3 +164,26 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class StateError(Exception):
+    """The state database cannot be opened, read or written (a full or read-only disk, a
+    damaged or lost database); the message is one line, fit to show."""
+
+
+import codecs  # noqa: E402  (kept beside its one use)
+
+SHOW_BYTES = "poold-show-bytes"
+
+
+def _show_bytes(error: UnicodeError) -> tuple[str, int]:
+    """An encoding error handler for output: a byte of a file name that is not UTF-8
+    (held in a str as a surrogate escape, see os.fsdecode) is shown as ``\\xff``."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    shown = "".join(f"\\x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"\\u{ord(char):04x}"
+                    for char in error.object[error.start:error.end])
+    return shown, error.end
+
+
+codecs.register_error(SHOW_BYTES, _show_bytes)

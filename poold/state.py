@@ -8,15 +8,35 @@ transaction) just before the POST, and settled as ``accepted``, ``partial`` or
 delivery is at least once, and only a request in flight at the moment of a crash can
 be delivered twice. A request POOL refuses as a whole is ``split``: settled, and its
 halves written as new ``pending`` requests for the same incidents, in one transaction.
+
+A state dir that was used before is never silently started afresh: beside the database
+lies a marker file holding the database's identity (a random id written into both when
+the database is made). A database that is missing or empty while the marker is there
+was lost, and poold refuses to work from it (an empty memory would file every problem
+again) until ``poold reset-state`` starts over on purpose. Every failure to open or
+write the database (a full or read-only disk, a damaged file) is a :class:`StateError`
+with a one-line message.
+
+The state dir also holds RESERVE_BYTES of disk space in a file of its own. A request is
+sent only while that reserve is in place; if the disk fills up after the send, the
+reserve is given up to write the answer down, so a full disk never makes poold send the
+same request again.
+
+Paths are str, decoded from the file system with surrogate escapes (os.fsdecode). One
+that is not valid UTF-8 is stored as a BLOB of its bytes (see :func:`path_to_db`), so
+the common path stays TEXT and lookups stay as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
 import sqlite3
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,8 +44,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path
 
+from .errors import SHOW_BYTES, StateError
+
 SCHEMA_VERSION = 1
 DB_NAME = "poold.sqlite3"
+MARKER_NAME = "poold.state-id"
+RESERVE_NAME, RESERVE_BYTES = "poold.space-reserve", 256 * 1024
+RESET_HINT = "restore it from a backup, or start over on purpose with `poold reset-state`"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -146,6 +171,7 @@ ANSWERED_STATES = ("accepted", "partial", "rejected")  # what settle() records
 HEAL_STAGES = ("queued", "downloading", "verifying", "swapping", "swapped", "confirmed", "waiting")
 HEAL_FIELDS = frozenset({"stage", "reason", "file_type", "dl_token", "servers", "server", "serverid", "temp_path",
                          "bytes", "total", "quarantine_path", "failures", "rounds", "last_error", "path"})
+HEAL_PATHS = frozenset({"path", "temp_path", "quarantine_path"})  # stored with path_to_db
 
 
 @dataclass(frozen=True)
@@ -175,20 +201,271 @@ class OutboxRequest:
     trackids: tuple[int, ...]
 
 
+def path_to_db(path: str) -> str | bytes:
+    """A path as stored: itself when it is valid UTF-8 (nearly always), else a BLOB of the
+    file name's own bytes (os.fsencode of a str decoded with surrogate escapes).
+
+    SQLite cannot hold a lone surrogate as TEXT; a BLOB keeps the exact name, and never
+    compares equal to a TEXT value, so the two forms cannot be confused."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    """The path :func:`path_to_db` stored."""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+
+
+def _text(message: str) -> str:
+    """A message to store as TEXT: a byte of a name that is not UTF-8 shown as \\xff."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return message.encode("utf-8", SHOW_BYTES).decode("utf-8")
+    return message
+
+
+# --- the state dir's marker and storage faults ------------------------------------------
+
+def _read_marker(marker: Path) -> str | None:
+    """The identity the marker remembers, None when there is no marker (a new state dir,
+    or one from before markers)."""
+    try:
+        return marker.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {marker}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise StateError(f"{marker} is damaged (not the id poold wrote); {RESET_HINT}") from None
+
+
+def _write_marker(marker: Path, identity: str) -> None:
+    """Write the marker atomically and durably: it outlives a lost database."""
+    temporary = marker.with_name(f"{marker.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # two may race
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(identity + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, marker)
+        folder = os.open(marker.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise _fault(marker.parent, "database or disk is full" if full else exc.strerror or str(exc)) from exc
+
+
+def _is_storage_fault(exc: sqlite3.DatabaseError) -> bool:
+    """A fault of the disk or the file (full, read-only, locked, damaged), not of poold's SQL."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def _fault(directory: Path, text: str) -> StateError:
+    """A storage fault (SQLite's words in ``text``) as one line that says what to do."""
+    database = directory / DB_NAME
+    if "full" in text or "I/O error" in text and _nearly_full(directory):  # SQLite says I/O error for a full WAL
+        return StateError(f"the disk holding the state database {database} is full ({text}); "
+                          "free some space and run poold again")
+    if "not a database" in text or "malformed" in text:
+        return StateError(f"{database} is not a usable poold state database ({text}); {RESET_HINT}")
+    if _read_only(directory) or "readonly" in text:
+        return StateError(f"the state dir {directory} is read-only ({text}); poold must be able to write there")
+    if "I/O error" in text:
+        return StateError(f"the state database {database} could not be read or written ({text}): "
+                          "the disk may be failing")
+    return StateError(f"the state database {database} cannot be used: {text}")
+
+
+def _is_empty(database: Path) -> bool:
+    try:
+        return database.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < 1 << 20
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _raise_fault(exc: sqlite3.DatabaseError, directory: Path) -> None:
+    """Raise StateError for a storage fault; return for anything else (the caller re-raises)."""
+    if _is_storage_fault(exc):
+        raise _fault(directory, str(exc)) from exc
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose execute and executemany raise StateError for a storage fault,
+    in reading the rows too (a damaged page is found when it is read). ``directory`` is
+    set once it is open. Cursors made with cursor() are plain, for bulk reads."""
+
+    directory: Path
+
+    def execute(self, *args) -> sqlite3.Cursor:
+        try:
+            return super().cursor(_Cursor).execute(*args)
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.directory)
+            raise
+
+    def executemany(self, *args) -> sqlite3.Cursor:
+        try:
+            return super().cursor(_Cursor).executemany(*args)
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.directory)
+            raise
+
+
+class _Cursor(sqlite3.Cursor):
+    def __next__(self):
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.connection.directory)
+            raise
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.connection.directory)
+            raise
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            _raise_fault(exc, self.connection.directory)
+            raise
+
+
 class State:
     """One connection to the state database. Not shared between threads."""
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(self.dir / DB_NAME, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
-        self.db.execute("PRAGMA foreign_keys=ON")
-        _drop_old_file_cache(self.db)
-        self.db.executescript(SCHEMA)
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self.path = self.dir / DB_NAME
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create the state dir {self.dir}: {exc.strerror}") from exc
+        remembered = _read_marker(self.dir / MARKER_NAME)
+        if remembered and _is_empty(self.path):
+            raise StateError(f"the state database {self.path} is missing or empty, but this state dir was in use "
+                             f"(see {MARKER_NAME}): poold will not start afresh by itself; {RESET_HINT}")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, factory=_Connection)
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from exc
+        self.db.directory = self.dir
+        try:
+            self._prepare(remembered)
+        except BaseException:
+            self.db.close()
+            raise
+        self._keep_reserve()
+
+    def _prepare(self, remembered: str | None) -> None:
+        """Set the connection up, make the schema, and match the database to the marker."""
+        try:
+            self.db.row_factory = sqlite3.Row
+            self._use_wal()
+            self.db.execute("PRAGMA synchronous=FULL")  # a settled request must survive power loss
+            self.db.execute("PRAGMA foreign_keys=ON")
+            _drop_old_file_cache(self.db)
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from exc
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            if remembered is None:  # a new database, or one from before the marker: give it an identity
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (json.dumps(uuid.uuid4().hex),))
+            row = db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        identity = json.loads(row[0]) if row else None
+        if identity is None:
+            raise StateError(f"the state database {self.path} holds no poold state, but this state dir was in use "
+                             f"(see {MARKER_NAME}); {RESET_HINT}")
+        if remembered is None:
+            _write_marker(self.dir / MARKER_NAME, identity)
+        elif remembered != identity:
+            raise StateError(f"the state database {self.path} is not the one this state dir was made with "
+                             f"({MARKER_NAME} names another); {RESET_HINT}")
+
+    def _use_wal(self, patience: float = 30.0) -> None:
+        """Switch to WAL. Two processes making a new database at once (the service and a
+        command) may find it locked: SQLite does not wait for that lock, so this does."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except StateError as exc:
+                if "locked" not in str(exc.__cause__) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    @classmethod
+    def reset(cls, directory: str | os.PathLike) -> Path | None:
+        """Start over on purpose: move the database (with its WAL) aside, forget the
+        marker, and make a new, empty database. Returns where the old database is kept."""
+        directory = Path(directory)
+        kept = directory / f"{DB_NAME}.reset-{time.strftime('%Y%m%d-%H%M%S')}"
+        moved = False
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                source = directory / (DB_NAME + suffix)
+                if source.exists():
+                    os.replace(source, kept.with_name(kept.name + suffix))
+                    moved = True
+            (directory / MARKER_NAME).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot reset the state dir {directory}: {exc.strerror}") from exc
+        cls(directory).close()
+        return kept if moved else None
+
+    def _keep_reserve(self) -> bool:
+        """Make sure the space reserve is in place; False when the disk has no room for it.
+        The bytes are random so that no file system can store them compressed or shared."""
+        reserve = self.dir / RESERVE_NAME
+        with contextlib.suppress(OSError):
+            if reserve.stat().st_size >= RESERVE_BYTES:
+                return True
+        try:
+            with open(reserve, "wb") as f:
+                f.write(os.urandom(RESERVE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            with contextlib.suppress(OSError):
+                reserve.unlink(missing_ok=True)
+            return False
+
+    def _give_up_reserve(self) -> bool:
+        try:
+            (self.dir / RESERVE_NAME).unlink()
+            return True
+        except OSError:
+            return False
 
     def close(self) -> None:
         self.db.close()
@@ -203,20 +480,27 @@ class State:
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction. ``durable=False`` commits without waiting for the disk
         (WAL with synchronous=NORMAL): for what a power cut may lose, such as cached
-        verdicts; the next durable commit syncs its pages too."""
+        verdicts; the next durable commit syncs its pages too. A storage fault (full or
+        read-only disk, damaged file) rolls back and raises StateError (see _Connection)."""
         if not durable:
             self.db.execute("PRAGMA synchronous=NORMAL")
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
+                self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+                    with contextlib.suppress(sqlite3.Error, StateError):
+                        self.db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
         finally:
             if not durable:
-                self.db.execute("PRAGMA synchronous=FULL")
+                with contextlib.suppress(sqlite3.Error, StateError):
+                    self.db.execute("PRAGMA synchronous=FULL")
+
+    def _fault(self, exc: sqlite3.Error) -> StateError:
+        return _fault(self.dir, str(exc))
 
     # --- incidents ------------------------------------------------------------------
 
@@ -235,7 +519,8 @@ class State:
                    ON CONFLICT (trackid) WHERE resolved_at IS NULL
                    DO UPDATE SET path=excluded.path, status=excluded.status, reason=excluded.reason,
                                  detail=excluded.detail, last_seen=excluded.last_seen""",
-                ((*problem, now, now) for problem in problems),
+                ((trackid, path_to_db(path), status, reason, _text(detail), now, now)
+                 for trackid, path, status, reason, detail in problems),
             )
 
     def resolve(self, trackids: Iterable[int], now: float | None = None) -> int:
@@ -321,6 +606,11 @@ class State:
             return cursor.lastrowid
 
     def mark_sent(self, request_id: int) -> None:
+        """Mark a request sent, just before it is; refused (StateError) unless the space
+        reserve is in place, so that its answer can be written down however full the disk."""
+        if not self._keep_reserve():
+            raise StateError(f"the disk holding the state database {self.path} is full: poold sends no request "
+                             "whose answer it could not write down; free some space and run poold again")
         with self.transaction() as db:
             db.execute(
                 "UPDATE requests SET state='sent', attempts=attempts+1, updated=? WHERE id=?",
@@ -331,6 +621,19 @@ class State:
         """Record the outcome of a send: a final state, or ``pending`` to try again later."""
         if state not in ANSWERED_STATES + ("pending",):
             raise ValueError(f"cannot settle a request as {state!r}")
+        self._after_send(self._settle, request_id, state, error, tracks_requeued)
+
+    def _after_send(self, write, *args):
+        """Write down what POOL answered. On a full disk the space reserve is given up for
+        it (that is what it is for): an answer not written down would be sent again."""
+        try:
+            return write(*args)
+        except StateError:
+            if not self._give_up_reserve():
+                raise
+            return write(*args)
+
+    def _settle(self, request_id: int, state: str, error: str | None, tracks_requeued: int | None) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE requests SET state=?, last_error=COALESCE(?, last_error), tracks_requeued=COALESCE(?, tracks_requeued), "
@@ -344,6 +647,9 @@ class State:
         requests for the same incidents: one transaction, so each track stays in exactly
         one open request. Returns the new ids; [] when the request was settled already.
         """
+        return self._after_send(self._split, request_id, parts, error)
+
+    def _split(self, request_id: int, parts: list[tuple[str, str, list[int]]], error: str) -> list[int]:
         now = time.time()
         with self.transaction() as db:
             row = db.execute("SELECT cause FROM requests WHERE id=? AND state IN ('pending', 'sent')",
@@ -425,7 +731,8 @@ class State:
 
     def set_location(self, trackid: int, path: str, moved_from: str) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", (trackid, path, moved_from, time.time()))
+            db.execute("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)",
+                       (trackid, path_to_db(path), path_to_db(moved_from), time.time()))
 
     def forget_location(self, trackid: int) -> None:
         with self.transaction() as db:
@@ -433,7 +740,7 @@ class State:
 
     def locations(self) -> dict[int, str]:
         """Where moved tracks are now, overriding the manifest's paths."""
-        return {row[0]: row[1] for row in self.db.execute("SELECT trackid, path FROM locations")}
+        return {row[0]: path_from_db(row[1]) for row in self.db.execute("SELECT trackid, path FROM locations")}
 
     # --- small key/value notes (e.g. the guard's state) -------------------------------
 
@@ -466,7 +773,7 @@ class State:
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO heal_jobs (incident_id, trackid, path, stage, created, updated) "
-                "VALUES (?, ?, ?, 'queued', ?, ?)", (incident.id, incident.trackid, path, now, now))
+                "VALUES (?, ?, ?, 'queued', ?, ?)", (incident.id, incident.trackid, path_to_db(path), now, now))
             return cursor.lastrowid if cursor.rowcount else None
 
     def update_heal_job(self, job_id: int, durable: bool = True, **fields) -> None:
@@ -476,9 +783,10 @@ class State:
         if unknown or fields.get("stage", "queued") not in HEAL_STAGES:
             raise ValueError(f"cannot record {sorted(unknown) or fields['stage']!r} on a heal job")
         assignments = ", ".join(f"{name}=?" for name in fields)
+        values = [path_to_db(value) if name in HEAL_PATHS and value is not None else value
+                  for name, value in fields.items()]
         with self.transaction(durable) as db:
-            db.execute(f"UPDATE heal_jobs SET {assignments}, updated=? WHERE id=?",
-                       (*fields.values(), time.time(), job_id))
+            db.execute(f"UPDATE heal_jobs SET {assignments}, updated=? WHERE id=?", (*values, time.time(), job_id))
 
     def finish_swap(self, job_id: int, trackid: int, now: float | None = None) -> None:
         """The new copy is in place: the job is ``swapped`` and the incident closed, together."""
@@ -493,11 +801,11 @@ class State:
         if stages:
             sql += f" WHERE stage IN ({','.join('?' * len(stages))})"
             params = stages
-        return [dict(row) for row in self.db.execute(sql + " ORDER BY id", params)]
+        return [_heal_job(row) for row in self.db.execute(sql + " ORDER BY id", params)]
 
     def heal_job(self, job_id: int) -> dict | None:
         row = self.db.execute("SELECT * FROM heal_jobs WHERE id=?", (job_id,)).fetchone()
-        return dict(row) if row else None
+        return _heal_job(row) if row else None
 
     def heal_jobs_started_since(self, since: float) -> int:
         """Jobs created since ``since``: a job is created only when its download may start,
@@ -511,7 +819,8 @@ class State:
         """Record (trackid, path, moved_from) rows at once (an audit may find thousands)."""
         now = time.time()
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", ((*move, now) for move in moves))
+            db.executemany("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)",
+                           ((trackid, path_to_db(path), path_to_db(moved_from), now) for trackid, path, moved_from in moves))
 
     # --- track identities -----------------------------------------------------------------
 
@@ -641,15 +950,19 @@ class FileCache:
         if self._known is None:
             cursor = self.db.cursor()
             cursor.row_factory = None  # plain tuples: dict() then builds the map without Python code a row
-            self._known = dict(cursor.execute(
-                "SELECT stamp, CASE WHEN status = 'ok' THEN coalesce(duration, 0.0) END FROM files"))
+            try:
+                self._known = dict(cursor.execute(
+                    "SELECT stamp, CASE WHEN status = 'ok' THEN coalesce(duration, 0.0) END FROM files"))
+            except sqlite3.DatabaseError as exc:
+                _raise_fault(exc, self.state.dir)
+                raise
         return self._known
 
     def full(self, path: str) -> CachedCheck | None:
         self.flush()
         row = self.db.execute(
             "SELECT size, mtime_ns, inode, ctime_ns, status, reason, detail, duration, level, logic, sha256, md5, "
-            "identity, full_identity FROM files WHERE path=?", (path,)).fetchone()
+            "identity, full_identity FROM files WHERE path=?", (path_to_db(path),)).fetchone()
         return CachedCheck._make(row) if row else None
 
     def identity(self, path: str) -> str | None:
@@ -657,7 +970,7 @@ class FileCache:
         identity of the file as it was at that check: a scan replaces the verdict of a
         file that changed, so after a scan it is the file's current one."""
         self.flush()
-        row = self.db.execute("SELECT identity FROM files WHERE path=?", (path,)).fetchone()
+        row = self.db.execute("SELECT identity FROM files WHERE path=?", (path_to_db(path),)).fetchone()
         return row[0] if row else None
 
     def identities(self, paths: Iterable[str]) -> dict[str, str]:
@@ -666,17 +979,17 @@ class FileCache:
         found: dict[str, str] = {}
         batch = list(paths)
         for start in range(0, len(batch), self.LOOKUP_BATCH):
-            chunk = batch[start:start + self.LOOKUP_BATCH]
-            found.update(self.db.execute(
+            chunk = [path_to_db(path) for path in batch[start:start + self.LOOKUP_BATCH]]
+            found.update((path_from_db(path), identity) for path, identity in self.db.execute(
                 f"SELECT path, identity FROM files WHERE identity IS NOT NULL AND path IN ({','.join('?' * len(chunk))})",
-                chunk).fetchall())
+                chunk))
         return found
 
     def put(self, path: str, check: CachedCheck) -> None:
         key = file_key(path, check.identity, logic_number(check.logic), check.level == "deep")
         if self._known is not None:
             self._known[key] = (check.duration or 0.0) if check.status == "ok" else None
-        self._writes.append((path, *check, time.time(), key))
+        self._writes.append((path if path.isascii() else path_to_db(path), *check, time.time(), key))
         if len(self._writes) >= self.FLUSH_EVERY:
             self.flush()
 
@@ -694,4 +1007,13 @@ class FileCache:
 
 
 def _incident(row: sqlite3.Row) -> Incident:
-    return Incident(**{key: row[key] for key in Incident.__dataclass_fields__})
+    fields = {key: row[key] for key in Incident.__dataclass_fields__}
+    return Incident(**{**fields, "path": path_from_db(fields["path"])})
+
+
+def _heal_job(row: sqlite3.Row) -> dict:
+    job = dict(row)
+    for name in HEAL_PATHS:
+        if job[name] is not None:
+            job[name] = path_from_db(job[name])
+    return job
