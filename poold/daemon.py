@@ -35,6 +35,7 @@ from pathlib import Path
 from . import app, filing, heal
 from .config import Config, ConfigError, load
 from .drainer import Backoff, Drainer, DrainResult, Stopping, confirmed_batches
+from .errors import StateError
 from .guard import DamageWindow, LibraryGuard
 from .integrity.base import CORRUPT, OK
 from .library import CandidateChecker, Found, Library, Relocator, Volume, record_moves
@@ -51,6 +52,7 @@ SHUTDOWN_DRAIN_WAIT = 2.5  # how long a request in flight may take to finish at 
 SHUTDOWN_CHECK_WAIT = 1.5  # how long a full check may take to stop its worker processes
 FULL_CHECK_RETRY = 300.0  # after a full check that failed for a reason of its own
 RESCAN_JITTER = 0.1
+FAULT_PAUSE = 2.0  # seconds between tries while degraded
 MANY_CHANGED_TRACKS = 100  # a manifest change this large is checked in full, not track by track
 
 
@@ -131,6 +133,7 @@ class Daemon:
         self.manifest_error: str | None = None
         self.watch_error: str | None = None
         self.pool_problem: str | None = None
+        self.fault: str | None = None  # why the last step failed: the service is degraded until one succeeds
         self.check_running = False
         self.recheck_from: float | None = None  # fraction guard: check in full once quiet since then
         self.check_thread: threading.Thread | None = None
@@ -151,8 +154,9 @@ class Daemon:
         self._start()
         try:
             while not self.stopping:
-                self.waker.wait(self._next_deadline() - time.monotonic())
-                self._step(time.monotonic())
+                pause = FAULT_PAUSE if self.fault else 0.0  # a step that failed is not retried at once
+                self.waker.wait(max(self._next_deadline() - time.monotonic(), pause))
+                self._step_or_degrade(time.monotonic())
         finally:
             self._shutdown()
         return 0
@@ -171,7 +175,9 @@ class Daemon:
 
     def _start(self) -> None:
         self.state = State(self.config.state.dir)  # requests interrupted by a crash: filing.drain resends them
-        self._reload_manifest(judge_changes=False)
+        config = self.config  # a bad manifest at start is exit 2 (ManifestError): there is no good one to keep
+        self.library = Library.read(config.library.manifest, self.state.locations(), Volume.probe(config.library.root))
+        log.info("manifest read: %d tracks", len(self.library))
         self.drainer.start()
         if self.healer:
             self.healer.start()
@@ -236,6 +242,31 @@ class Daemon:
             self.drainer.kick()
         self._ping_watchdog(now)
         self._publish()
+
+    def _step_or_degrade(self, now: float) -> None:
+        """One step; a failure (the state disk full or read-only, a bug) degrades the
+        service instead of ending it: it says so, keeps answering signals and the
+        watchdog, and tries again. Nothing is filed from a step that failed, and the
+        library is checked in full once steps succeed again (changes may have been lost)."""
+        try:
+            self._step(now)
+        except Exception as exc:  # noqa: BLE001 - the service outlives any one failure
+            self._degrade(exc)
+            self._ping_watchdog(now)
+            return
+        if self.fault:
+            log.warning("poold works again (it was degraded: %s); checking the library in full", self.fault)
+            self.fault = None
+            self.next_full_check = now
+            self._publish()
+
+    def _degrade(self, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, StateError) else f"internal error: {type(exc).__name__}: {exc}"
+        if message != self.fault:
+            log.error("DEGRADED, retrying every %.0f s: %s", FAULT_PAUSE, message,
+                      exc_info=not isinstance(exc, StateError))
+        self.fault = message
+        self.notifier.status(f"DEGRADED, nothing is requested until it passes: {message}")
 
     def _take_inbox(self, now: float) -> None:
         while self.inbox:
@@ -399,7 +430,7 @@ class Daemon:
         for track in tracks:
             if self.stopping:
                 return
-            findings.append((track, check_track(root, track)))
+            findings.append((track, check_track(root, track, follow_symlinks=self.config.library.follow_symlinks)))
         found = self._relocate([track for track, finding in findings if finding.status == MISSING], now)
         problems = [f for t, f in findings if f.status == CORRUPT or
                     (f.status == MISSING and t.trackid not in found.moves and t.trackid not in found.undecided)]
@@ -590,6 +621,7 @@ class Daemon:
     # -- the manifest and the config --
 
     def _reload_manifest(self, judge_changes: bool) -> None:
+        """Read the manifest again; a bad one keeps the one read before (and says so)."""
         config = self.config
         try:
             library = Library.read(config.library.manifest, self.state.locations(), Volume.probe(config.library.root))
@@ -606,10 +638,7 @@ class Daemon:
         elif judge_changes:
             for track in changed:
                 self._touch_track(track, time.monotonic())
-        if judge_changes:
-            log.info("manifest read again: %d tracks (%d new or changed, %d gone)", len(library), len(changed), len(removed))
-        else:
-            log.info("manifest read: %d tracks", len(library))
+        log.info("manifest read again: %d tracks (%d new or changed, %d gone)", len(library), len(changed), len(removed))
 
     def _manifest_failed(self, error: ManifestError) -> None:
         if str(error) != self.manifest_error:
