@@ -53,6 +53,7 @@ SHUTDOWN_CHECK_WAIT = 1.5  # how long a full check may take to stop its worker p
 FULL_CHECK_RETRY = 300.0  # after a full check that failed for a reason of its own
 RESCAN_JITTER = 0.1
 FAULT_PAUSE = 2.0  # seconds between tries while degraded
+BUSY_HOLD = 60.0  # a file waits for a quiet library at most this long into a busy stretch
 MANY_CHANGED_TRACKS = 100  # a manifest change this large is checked in full, not track by track
 
 
@@ -141,7 +142,7 @@ class Daemon:
         now = time.monotonic()
         self.next_full_check = self.next_health = now
         self.drain_retry_at: float | None = None
-        self.last_event = self.last_reshape = float("-inf")
+        self.last_event = self.last_reshape = self.busy_since = float("-inf")
         self.ping_every = watchdog_interval()
         self.next_ping = now
         self.since = time.time()
@@ -215,7 +216,7 @@ class Daemon:
 
     def _next_deadline(self) -> float:
         deadlines = [self.next_health]
-        if (due := self.settler.next_due(self.last_reshape + self.settler.settle_seconds)) is not None:
+        if (due := self.settler.next_due(*self._settle_bounds())) is not None:
             deadlines.append(due)
         if not self.check_running:
             deadlines.append(self.next_full_check)
@@ -362,9 +363,20 @@ class Daemon:
             if relevant and change.kind == "moved":
                 self._remember_rename(change.path, change.dest)
         if relevant:
+            if now > self.last_event + self.settler.settle_seconds:
+                self.busy_since = now  # the library was quiet until now
             self.last_event = now
             if change.kind != "changed":
                 self.last_reshape = now
+
+    def _settle_bounds(self) -> tuple[float, float]:
+        """(absent_not_before, not_before) for the settler: a vanished track waits until
+        the library stops changing shape; every file waits until the library is quiet, so
+        that files damaged together are judged together (and the damage guard sees them
+        all at once), but never longer than BUSY_HOLD into a busy stretch."""
+        settle = self.settler.settle_seconds
+        quiet = min(self.last_event, self.busy_since + BUSY_HOLD)
+        return self.last_reshape + settle, quiet + settle
 
     def _on_folder_change(self, change: Change, now: float) -> bool:
         """A folder went away or moved: its tracks may have, with no event of their own."""
@@ -409,7 +421,7 @@ class Daemon:
         self._touch(os.path.join(str(self.config.library.root), track.path), now)
 
     def _judge_due(self, now: float) -> None:
-        due = self.settler.due(now, signature, self.last_reshape + self.settler.settle_seconds)
+        due = self.settler.due(now, signature, *self._settle_bounds())
         if not due or self.root_problem:
             return
         if str(self.config.library.manifest) in due:

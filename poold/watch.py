@@ -206,11 +206,13 @@ class Settler:
     """Paths waiting to stop changing. Pure bookkeeping: the caller supplies times and stats.
 
     A path is due once ``settle_seconds`` have passed since its last event and its
-    signature is what it was then. An absent path (a deletion) is in addition held
-    until ``absent_not_before``: the daemon sets that to the end of the settle time
-    after the last deletion, creation or move anywhere in the library, so a vanished
-    track is judged only once the library has stopped changing shape (a move's other
-    half has arrived, an unmount's cascade of deletions is over).
+    signature is what it was then, and not before ``not_before``: the daemon sets that
+    to the end of the settle time after the last change anywhere in the library, so
+    that files rewritten together (a sync tool, a bad restore) are judged together. An
+    absent path (a deletion) is in addition held until ``absent_not_before``: the end of
+    the settle time after the last deletion, creation or move, so a vanished track is
+    judged only once the library has stopped changing shape (a move's other half has
+    arrived, an unmount's cascade of deletions is over).
     """
 
     def __init__(self, settle_seconds: float):
@@ -232,18 +234,19 @@ class Settler:
     def clear(self) -> None:
         self._entries.clear()
 
-    def _due_at(self, entry: _Pending, absent_not_before: float) -> float:
-        due = entry.changed + self.settle_seconds
+    def _due_at(self, entry: _Pending, absent_not_before: float, not_before: float) -> float:
+        due = max(entry.changed + self.settle_seconds, not_before)
         return max(due, absent_not_before) if entry.signature is None else due
 
-    def next_due(self, absent_not_before: float = 0.0) -> float | None:
-        return min((self._due_at(e, absent_not_before) for e in self._entries.values()), default=None)
+    def next_due(self, absent_not_before: float = 0.0, not_before: float = 0.0) -> float | None:
+        return min((self._due_at(e, absent_not_before, not_before) for e in self._entries.values()), default=None)
 
-    def due(self, now: float, current: Callable[[str], Signature], absent_not_before: float = 0.0) -> list[str]:
+    def due(self, now: float, current: Callable[[str], Signature], absent_not_before: float = 0.0,
+            not_before: float = 0.0) -> list[str]:
         """Take out the paths that have settled; re-arm those found still changing."""
         ready = []
         for path, entry in list(self._entries.items()):
-            if now < self._due_at(entry, absent_not_before):
+            if now < self._due_at(entry, absent_not_before, not_before):
                 continue
             seen = current(path)
             if seen != entry.signature:

@@ -236,3 +236,12 @@ def test_a_watcher_that_cannot_start_leaves_no_thread_behind(tmp_path):
     with pytest.raises(FileNotFoundError):
         watcher.start()
     assert threading.active_count() == before and not watcher.alive()
+
+
+def test_settler_holds_every_path_until_not_before():
+    settler = Settler(1)
+    settler.touch("changed", 100.0, (10, 1))
+    current = {"changed": (10, 1)}.get
+    assert settler.next_due(not_before=104.0) == 104.0  # the library is still busy elsewhere
+    assert settler.due(103.0, current, not_before=104.0) == []
+    assert settler.due(104.0, current, not_before=104.0) == ["changed"]
