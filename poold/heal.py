@@ -16,8 +16,8 @@ is recorded before the next one starts::
   sha256, the duration rule of the audit. The copy's own size and sha256 (as POOL
   served it, before any tag is carried onto it) are recorded in the job; when its
   bytes match the manifest's hash, its full audio identity is recorded as verified
-  (so a later ``--verify`` audit calls the retagged, healed file ok). A copy that fails is fetched once more
-  from another server; a second failure waits for a person. A copy of another format
+  (so a later ``--verify`` audit calls the retagged, healed file ok). A copy that
+  fails is fetched once more from another server; a second failure waits for a person. A copy of another format
   (POOL sends the account's default media type) is never swapped in: it is kept in
   the quarantine folder and the job says what to change in the POOL preferences.
 - swapping: the quarantine path is recorded first; the damaged file is hard-linked
