@@ -13,8 +13,11 @@ is recorded before the next one starts::
   always ignores), resumed with ``Range`` from the bytes on disk after an interruption
   or a restart, from the next server when one fails.
 - verifying: the quick check (and the deep check with PyAV), the manifest's size and
-  sha256, the duration rule of the audit. A copy that fails is fetched once more
-  from another server; a second failure waits for a person. A copy of another format
+  sha256, the duration rule of the audit. The copy's own size and sha256 (as POOL
+  served it, before any tag is carried onto it) are recorded in the job; when its
+  bytes match the manifest's hash, its full audio identity is recorded as verified
+  (so a later ``--verify`` audit calls the retagged, healed file ok). A copy that
+  fails is fetched once more from another server; a second failure waits for a person. A copy of another format
   (POOL sends the account's default media type) is never swapped in: it is kept in
   the quarantine folder and the job says what to change in the POOL preferences.
 - swapping: the quarantine path is recorded first; the damaged file is hard-linked
@@ -22,7 +25,7 @@ is recorded before the next one starts::
   readable in it are copied onto the new copy (:mod:`poold.heal_tags`); the new copy
   is fsynced and renamed over the track's path, and the folder fsynced. The job is
   ``swapped`` and the incident closed in one transaction.
-- swapped: the manifest's size and sha256 are updated (``update_manifest``), then
+- swapped: the manifest's size and sha256 are set to the copy's as served (``update_manifest``), then
   ``POST /download/success``; a crash before its answer is recorded sends it again,
   so the confirmation is delivered at least once.
 
@@ -56,7 +59,7 @@ from .filing import CAUSE_PHRASES, DAY
 from .integrity import check_file
 from .manifest import Track, read_manifest
 from .report import describe_stage
-from .scan import _duration_mismatch, library_problem
+from .scan import _duration_mismatch, _hash_mismatch, library_problem
 from .state import State
 
 if TYPE_CHECKING:
@@ -365,23 +368,26 @@ class Job:
         verdict = _checker()(str(self.temp))
         if verdict.reason == "wrong_format" or self._other_format():
             return self._keep_other_format(verdict.format)
-        problem = (verdict.status != "ok" and (verdict.reason, verdict.detail)) or self._mismatch(verdict)
-        if not problem:
-            self.record(stage="swapping", quarantine_path=self._quarantine_path())
-            return True
-        return self._verification_failed(*problem)
+        if verdict.status != "ok":
+            return self._verification_failed(verdict.reason, verdict.detail)
+        copy = _read_copy(self.temp)
+        if problem := self._mismatch(verdict, copy):
+            return self._verification_failed(*problem)
+        self._record_verified(verdict.identity, copy)
+        self.record(stage="swapping", quarantine_path=self._quarantine_path(), copy_size=copy.size,
+                    copy_sha256=copy.sha256)
+        return True
 
     def _other_format(self) -> bool:
         """POOL queued another media type than the track's (an MP3 for a WAV, a video for an M4A)."""
         extensions = FILE_TYPES.get(_type_word(self.row["file_type"]))
         return extensions is not None and self.target.suffix.lower() not in extensions
 
-    def _mismatch(self, verdict) -> tuple[str, str] | None:
+    def _mismatch(self, verdict, copy: Copy) -> tuple[str, str] | None:
         track = self.track
-        size = self.temp.stat().st_size
-        if track.size is not None and size != track.size:
-            return "size_mismatch", f"{size} bytes, the manifest says {track.size}"
-        if track.sha256 and _sha256(self.temp) != track.sha256.lower():
+        if track.size is not None and copy.size != track.size:
+            return "size_mismatch", f"{copy.size} bytes, the manifest says {track.size}"
+        if track.sha256 and copy.sha256 != track.sha256:
             return "checksum_mismatch", "its sha256 differs from the manifest's"
         if mismatch := _duration_mismatch(track, verdict.duration):
             return "duration_mismatch", mismatch
@@ -389,6 +395,14 @@ class Job:
         if recorded and verdict.identity and verdict.identity != recorded:
             return "identity_mismatch", "its audio is not the audio poold recorded when it last saw the track intact"
         return None
+
+    def _record_verified(self, identity: str | None, copy: Copy) -> None:
+        """The copy's bytes match the manifest's hash: its audio is the track's verified
+        audio, by which ``--verify`` tells the healed file, retagged by the carried tags
+        (or later by the DJ), from damage."""
+        track = self.track
+        if copy.full_identity and (track.sha256 or track.md5) and not _hash_mismatch(track, copy.sha256, copy.md5):
+            self.state.record_verified([(self.trackid, identity, copy.full_identity)])
 
     def _verification_failed(self, reason: str, detail: str) -> bool:
         failures = self.row["failures"] + 1
@@ -474,7 +488,7 @@ class Job:
 
     def confirm(self) -> bool:
         if self.config.library.update_manifest:
-            update_manifest_row(self.config, self.track, self.target)
+            update_manifest_row(self.config, self.track, self.row["copy_size"], self.row["copy_sha256"])
         try:
             self.client.success(self.trackid, self.row["serverid"], self.row["dl_token"])
         except RejectedError as exc:
@@ -512,9 +526,24 @@ def _checker():
     return deep_check
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+@dataclass(frozen=True)
+class Copy:
+    """The downloaded copy as POOL served it (before any tag is carried onto it)."""
+
+    size: int
+    sha256: str
+    md5: str
+    full_identity: str | None  # its whole audio payload's (poold.integrity.identity)
+
+
+def _read_copy(path: Path) -> Copy:
+    """The copy's size, digests and full audio identity, from one read of the file."""
+    from .integrity.identity import hash_file
+
+    digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
+    size = path.stat().st_size
+    full = hash_file(path, digests)
+    return Copy(size, digests["sha256"].hexdigest(), digests["md5"].hexdigest(), full)
 
 
 def _keep_damaged(target: Path, quarantine: Path) -> None:
@@ -558,17 +587,20 @@ def prune_quarantine(folder: Path, keep_days: float, now: float | None = None) -
     return removed
 
 
-def update_manifest_row(config: Config, track: Track, path: Path) -> None:
-    """Write the new copy's size and sha256 into the manifest row (where it has them)."""
+def update_manifest_row(config: Config, track: Track, size: int | None, sha256: str | None) -> None:
+    """Write the copy's size and sha256 as POOL served it into the manifest row, where the
+    row has them and they differ: the manifest holds the digest as downloaded, never the
+    one after tags were carried onto the copy (the next heal of the track verifies
+    against it). Nothing is written without the recorded values."""
     from .manifest import update_rows
 
-    if track.size is None and track.sha256 is None:
+    fields: dict[str, object] = {}
+    if track.size is not None and size is not None and size != track.size:
+        fields["size"] = size
+    if track.sha256 is not None and sha256 is not None and sha256 != track.sha256:
+        fields["sha256"] = sha256
+    if not fields:
         return
-    fields = {}
-    if track.size is not None:
-        fields["size"] = path.stat().st_size
-    if track.sha256 is not None:
-        fields["sha256"] = _sha256(path)
     try:
         update_rows(config.library.manifest, {track.trackid: fields})
     except (OSError, ValueError, KeyError) as exc:

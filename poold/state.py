@@ -145,6 +145,8 @@ CREATE TABLE IF NOT EXISTS heal_jobs (
     bytes INTEGER NOT NULL DEFAULT 0,
     total INTEGER,
     quarantine_path TEXT,          -- where the damaged copy goes (recorded before it moves)
+    copy_size INTEGER,             -- the downloaded copy's own size and sha256, as verified
+    copy_sha256 TEXT,              -- (before tags are carried): what update_manifest writes
     failures INTEGER NOT NULL DEFAULT 0,  -- copies that failed verification
     rounds INTEGER NOT NULL DEFAULT 0,    -- download rounds in which every server failed
     last_error TEXT,
@@ -170,7 +172,8 @@ FINAL_REQUEST_STATES = ("accepted", "partial", "rejected", "split")
 ANSWERED_STATES = ("accepted", "partial", "rejected")  # what settle() records
 HEAL_STAGES = ("queued", "downloading", "verifying", "swapping", "swapped", "confirmed", "waiting")
 HEAL_FIELDS = frozenset({"stage", "reason", "file_type", "dl_token", "servers", "server", "serverid", "temp_path",
-                         "bytes", "total", "quarantine_path", "failures", "rounds", "last_error", "path"})
+                         "bytes", "total", "quarantine_path", "failures", "rounds", "last_error", "path",
+                         "copy_size", "copy_sha256"})
 HEAL_PATHS = frozenset({"path", "temp_path", "quarantine_path"})  # stored with path_to_db
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import threading
@@ -106,6 +107,8 @@ def test_a_truncated_track_is_fetched_verified_and_swapped_in(healing, sandbox):
     assert setup.path(1002).read_bytes() == setup.originals[1002]  # the intact track is not touched
     assert heal_once(setup.config).jobs == []  # nothing is fetched twice
     assert len(sandbox.successes) == 1
+    with State(setup.config.state.dir) as state:
+        assert state.verified_identities() == {}  # the manifest has no hash to verify the copy's audio against
 
 
 def test_a_missing_track_is_written_at_its_manifest_path(healing, sandbox):
@@ -256,27 +259,65 @@ def test_a_redirect_is_not_followed_and_no_other_host_sees_the_header(healing, s
     assert all(r.host in sandbox.media_hosts for r in sandbox.media_received)
 
 
-def test_the_manifest_gets_the_new_size_and_hash_with_update_manifest(healing, sandbox):
-    """Carried-over tags change the bytes: with update_manifest, the row follows, so a
-    later --verify audit does not call the healed file changed."""
+@pytest.mark.parametrize("update_manifest", [True, False], ids=["update_manifest", "manifest_kept"])
+def test_a_healed_retagged_track_verifies_and_heals_again(healing, sandbox, capsys, update_manifest):
+    """The manifest keeps the digest as downloaded (with update_manifest too): the
+    carried-over cue points change the healed file's bytes, not POOL's. A --verify audit
+    then finds the healed file ok, retagged (its audio is the copy's, verified against the
+    hash at healing), and the track heals again when it breaks again."""
     setup = healing(damaged=(), audit=False, sha256=True)
-    setup.library.write_config(sandbox.base_url, NO_GUARD + HEAL)
-    text = setup.library.config_path.read_text().replace('manifest = "manifest.json"\n',
-                                                         'manifest = "manifest.json"\nupdate_manifest = true\n')
-    setup.library.config_path.write_text(text)
+    if update_manifest:
+        text = setup.library.config_path.read_text()
+        setup.library.config_path.write_text(text.replace('manifest = "manifest.json"\n',
+                                                          'manifest = "manifest.json"\nupdate_manifest = true\n'))
     path = setup.path(1001)
     tags = ID3(path)
-    tags.add(TKEY(encoding=3, text=["5A"]))
+    tags.add(GEOB(encoding=0, mime="application/octet-stream", filename="", desc="Serato Markers2", data=b"cues" * 50))
     tags.save(path)
-    media.truncate(str(path), 0.6)
-    app.run_audit(setup.config, request=True)
-    heal_once(setup.config)
-    assert setup.job(1001)["stage"] == "confirmed" and str(ID3(path)["TKEY"]) == "5A"
-    row = json.loads(setup.library.manifest.read_text())["tracks"][0]
-    assert row["size"] == path.stat().st_size != len(setup.originals[1001])
-    assert row["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
-    options = app.scan_options(setup.config, verify=True, full=True)
-    assert [(p.trackid, p.reason) for p in app.run_audit(setup.config, options=options).report.problems] == []
+    served = (len(setup.originals[1001]), hashlib.sha256(setup.originals[1001]).hexdigest())  # POOL serves these
+    manifest_before = setup.library.manifest.read_bytes()
+    for round_ in (1, 2):
+        media.truncate(str(path), 0.6)
+        app.run_audit(setup.config, request=True)
+        heal_once(setup.config)
+        with State(setup.config.state.dir) as state:
+            jobs = state.heal_jobs()
+        assert [job["stage"] for job in jobs] == ["confirmed"] * round_, jobs[-1]["reason"]
+        assert ID3(path).getall("GEOB")[0].data == b"cues" * 50  # carried over: the bytes differ from POOL's
+        assert _audio_after_id3(path.read_bytes()) == _audio_after_id3(setup.originals[1001])
+        assert (jobs[-1]["copy_size"], jobs[-1]["copy_sha256"]) == served
+        row = json.loads(setup.library.manifest.read_text())["tracks"][0]
+        assert (row["size"], row["sha256"]) == served
+        assert setup.library.manifest.read_bytes() == manifest_before  # nothing to change: the copy matched it
+        requests_before = len(sandbox.received)
+        assert main(["audit", "--verify", "--request", "--json", "--config", str(setup.library.config_path)]) == 0
+        audit = json.loads(capsys.readouterr().out)
+        assert (audit["problems"], audit["unchecked"], audit["retagged"]) == ([], [], 1)
+        assert len(sandbox.received) == requests_before  # nothing requested
+    assert len(sandbox.successes) == 2
+
+
+def test_update_manifest_writes_the_copys_recorded_size_and_sha256_not_the_files(tmp_path):
+    """The rewrite itself: the recorded values of the copy as served go into the row,
+    whatever the file at the track's path holds now; a row already holding them is not
+    rewritten, and without recorded values nothing is written."""
+    from poold.config import load
+    from poold.heal import update_manifest_row
+    from poold.manifest import Track
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"tracks": [{"trackid": 7, "path": "a.mp3", "size": 10, "sha256": "a" * 64}]}))
+    config_path = tmp_path / "config.toml"
+    config_path.write_text('[library]\nroot = "."\nmanifest = "manifest.json"\nupdate_manifest = true\n')
+    config = load(config_path)
+    track = Track(7, "a.mp3", size=10, sha256="a" * 64)
+    before = manifest.stat().st_ino, manifest.read_text()  # a rewrite replaces the file
+    update_manifest_row(config, track, 10, "a" * 64)
+    update_manifest_row(config, track, None, None)
+    assert (manifest.stat().st_ino, manifest.read_text()) == before
+    update_manifest_row(config, track, 12, "b" * 64)
+    assert json.loads(manifest.read_text())["tracks"][0] == {"trackid": 7, "path": "a.mp3", "size": 12,
+                                                             "sha256": "b" * 64}
 
 
 def test_only_tracks_whose_request_pool_accepted_in_full_are_healed(healing, sandbox):
