@@ -35,8 +35,9 @@ NOBODY = 65534
 CHILD = """
 import os, sys
 import concurrent.futures.process, encodings.utf_8_sig, json, multiprocessing, pickle, sqlite3, tempfile
-import poold.app, poold.cli, poold.filing, poold.integrity, poold.scan, poold.state
-poold.integrity.formats()
+import poold.app, poold.cli, poold.crash, poold.filing, poold.integrity, poold.library, poold.report, poold.scan
+import poold.state
+poold.integrity.formats(), poold.integrity.format_module("identity")  # imported on first use otherwise
 uid = int(sys.argv[1])
 if uid >= 0 and os.geteuid() == 0:
     os.setgroups([])
