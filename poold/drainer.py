@@ -18,6 +18,7 @@ from . import app, filing
 from .config import Config
 from .errors import PoolError
 from .state import State
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -77,41 +78,21 @@ class StopAware:
         return self.client.redownload(trackids, reason, on_attempt=attempt)
 
 
-class Drainer:
+class Drainer(Worker):
     """Sends the outbox from a thread of its own, so a slow or failing POOL never stalls the watch."""
 
+    NAME = "poold-drain"
+
     def __init__(self, config: Config, post: Callable[[tuple], None]):
+        super().__init__()
         self.config = config
         self.post = post
-        self._wake, self._stop = threading.Event(), threading.Event()
         self._client, self._client_config = None, None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="poold-drain", daemon=True)
-        self._thread.start()
+    def work(self) -> None:
+        self.post(("drain", self._drain_once()))
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float) -> bool:
-        """Ask the thread to finish; True if it did within ``timeout`` (nothing left in flight)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.alive()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            self.post(("drain", self._drain_once()))
+    def finish(self) -> None:
         if self._client is not None:
             self._client.close()
 

@@ -26,14 +26,11 @@ person has to look.
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime
-import fcntl
 import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -236,17 +233,6 @@ def _split(state: State, request: OutboxRequest, error: str) -> list[OutboxReque
     return [r for r in state.pending_requests() if r.id in ids]
 
 
-@contextlib.contextmanager
-def outbox_lock(state: State) -> Iterator[bool]:
-    """Hold the state directory's outbox lock; yields False if another process holds it.
-
-    The kernel releases the lock when its holder exits, even by ``kill -9``, so a held
-    lock always means a live sender.
-    """
-    with open(state.dir / LOCK_NAME, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+def outbox_lock(state: State):
+    """Hold the state directory's outbox lock (see :meth:`State.try_lock`)."""
+    return state.try_lock(LOCK_NAME)

@@ -37,9 +37,7 @@ swap is recognised as done when its temporary file is gone.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import logging
@@ -61,6 +59,7 @@ from .manifest import Track, read_manifest
 from .report import describe_stage
 from .scan import _duration_mismatch, _hash_mismatch, library_problem
 from .state import State
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .heal_download import HealClient, Throttle
@@ -173,16 +172,9 @@ def make_heal_client(config: Config) -> HealClient:
     return HealClient(app.make_client(config), allow_plain_http=config.heal.allow_plain_http)
 
 
-@contextlib.contextmanager
 def heal_lock(state: State):
-    """One healing process per state directory; yields False when another holds the lock."""
-    with open(state.dir / LOCK_NAME, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+    """One healing process per state directory (see :meth:`State.try_lock`)."""
+    return state.try_lock(LOCK_NAME)
 
 
 def start_jobs(state: State, config: Config, now: float | None = None) -> list[int]:
@@ -609,45 +601,26 @@ def update_manifest_row(config: Config, track: Track, size: int | None, sha256: 
 
 # --- the daemon's worker ------------------------------------------------------------------
 
-class Healer:
+class Healer(Worker):
     """Heals from a thread of its own in ``poold run``: when kicked (after a drain that
     settled requests) and every :attr:`INTERVAL` seconds, so that a slow download never
     stalls the watch. It stops between chunks when asked; the download resumes later."""
 
+    NAME = "poold-heal"
     INTERVAL = 300.0
 
     def __init__(self, config: Config):
+        super().__init__()
         self.config = config
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="poold-heal", daemon=True)
-        self._thread.start()
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float) -> bool:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is None or not self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.INTERVAL)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                report = heal_once(self.config, stop=self._stop)
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
-                log.warning("healing failed: %s", exc, exc_info=not isinstance(exc, PoolError))
-                continue
-            for job in report.jobs:
-                log.info("track %d: %s", job["trackid"], describe_stage(job))
+    def work(self) -> None:
+        try:
+            report = heal_once(self.config, stop=self._stop)
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any one failure
+            log.warning("healing failed: %s", exc, exc_info=not isinstance(exc, PoolError))
+            return
+        for job in report.jobs:
+            log.info("track %d: %s", job["trackid"], describe_stage(job))
 
 
 # --- status -----------------------------------------------------------------------------

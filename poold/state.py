@@ -30,6 +30,7 @@ the common path stays TEXT and lookups stay as they are.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import errno
 import functools
 import json
@@ -472,6 +473,19 @@ class State:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def try_lock(self, name: str) -> Iterator[bool]:
+        """Hold the lock file ``name`` in the state directory; yields False when another
+        process holds it. The kernel releases the lock when its holder exits, even by
+        ``kill -9``, so a held lock always means a live holder."""
+        with open(self.dir / name, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     def __enter__(self) -> "State":
         return self
