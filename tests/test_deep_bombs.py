@@ -150,3 +150,15 @@ def vorbis_comments(comments: list[bytes], declared: int | None = None) -> bytes
 ])
 def test_vorbis_comment_count(body, limit, expected):
     assert tags.vorbis_comment_count(body, limit) == expected
+
+
+@pytest.mark.parametrize("body,expected", [
+    (b"\0\0\0\0" + b"\0\0\0\x21hdlr" + b"x" * 25, 4),  # a full box (ISOBMFF, iTunes)
+    (b"\0\0\0\x21hdlr" + b"x" * 25, 0),  # a plain container (QuickTime)
+    (b"\0\0\0\0" + b"abc" + b"hdlr" + b"x" * 25, None),  # not where FFmpeg looks, 4 bytes at a time
+    (b"\0\0\0\0" + b"x" * 40, None),
+])
+def test_mp4_meta_children_start_where_ffmpeg_reads_them(body, expected):
+    from poold.integrity import mp4
+
+    assert mp4._meta_children_start_as_ffmpeg(body, 0, len(body)) == expected

@@ -18,6 +18,7 @@ zero, which the codecs listed in :data:`ZERO_PROOF_CODECS` cannot produce.
 from __future__ import annotations
 
 import bisect
+import re
 import struct
 import sys
 from array import array
@@ -491,6 +492,7 @@ def _metadata_children(buf: bytes, start: int, end: int, base: int, file_size: i
 TAG_HOLDERS = {b"moov": (b"trak", b"udta", b"meta"), b"trak": (b"udta", b"meta"),
                b"udta": (b"meta",), b"meta": (b"ilst",), b"ilst": ()}
 TAG_LISTS = frozenset({b"udta", b"ilst"})
+_ALIGNED_HDLR = re.compile(rb"(?:....)*?hdlr", re.S)
 
 
 def tag_items(src: Source, limit: int) -> int:
@@ -508,7 +510,7 @@ def tag_items(src: Source, limit: int) -> int:
 
 def _tag_items_in(buf: bytes, btype: bytes, start: int, end: int, limit: int) -> int:
     if btype == b"meta":
-        start = _meta_children_start_or_none(buf, start, end)
+        start = _meta_children_start_as_ffmpeg(buf, start, end)
         if start is None:
             return 0
     count = 0
@@ -519,12 +521,11 @@ def _tag_items_in(buf: bytes, btype: bytes, start: int, end: int, limit: int) ->
     return min(count, limit)
 
 
-def _meta_children_start_or_none(buf: bytes, body: int, end: int) -> int | None:
-    """Where the children of 'meta' start (see :func:`_meta_children_start`), or None."""
-    for start in (body, body + 4):
-        if buf[start + 4:start + 8] == b"hdlr" and start + 8 <= end:
-            return start
-    return None
+def _meta_children_start_as_ffmpeg(buf: bytes, body: int, end: int) -> int | None:
+    """Where FFmpeg reads the children of 'meta' from (libavformat/mov.c, mov_read_meta):
+    the box whose type 'hdlr' it finds first, looking 4 bytes at a time; None if none."""
+    found = _ALIGNED_HDLR.match(buf, body + 4, end)
+    return None if found is None else found.end() - 8
 
 
 def _boxes_that_fit(buf: bytes, start: int, end: int, limit: int) -> list[tuple[bytes, int, int]]:
