@@ -515,7 +515,8 @@ def _tag_items_in(buf: bytes, btype: bytes, start: int, end: int, limit: int) ->
             return 0
     count = 0
     for child, body, child_end in _boxes_that_fit(buf, start, end, limit if btype in TAG_LISTS else MAX_CHILD_BOXES):
-        count += btype in TAG_LISTS
+        if btype in TAG_LISTS:
+            count += 1
         if child in TAG_HOLDERS[btype] and count < limit:
             count += _tag_items_in(buf, child, body, child_end, limit - count)
     return min(count, limit)
