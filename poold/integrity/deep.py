@@ -37,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import check_file
-from .base import CORRUPT, OK, UNCHECKED, Damage, Source, Verdict
+from . import check_file, format_module
+from .base import CORRUPT, OK, UNCHECKED, BeyondLimits, Damage, Source, Verdict
 from .crc import BIT_REVERSED, crc16_arc, ogg_page_crc_matches
-from .tags import leading_tags_end, skip_leading_tags, trailing_tags_start
+from .tags import MAX_FFMPEG_TAG_ITEMS, leading_tags_end, skip_leading_tags, trailing_tags_start
 
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
     try:
         with Source(path) as src:
             notes = _verify_checksums(src, quick.format)
+            too_many_tags = _tag_load(src, quick.format)
+            if too_many_tags:
+                return _without_decode(quick, notes + [f"FFmpeg decode skipped: {too_many_tags}"])
             decoded = _decode(av, _opened_path(src), quick.format, decode_video)
         notes += decoded.verify(quick.duration)
     except Damage as damage:
@@ -92,6 +95,12 @@ def deep_check(path, *, decode_video: bool = False) -> Verdict:
     return Verdict(OK, "ok", detail, quick.format, duration, quick.identity)
 
 
+def _without_decode(quick: Verdict, notes: list[str]) -> Verdict:
+    """The quick verdict, its detail extended by what the deep check did and did not do."""
+    detail = "; ".join([quick.detail] + notes)
+    return Verdict(quick.status, quick.reason, detail, quick.format, quick.duration, quick.identity)
+
+
 def _import_av():
     try:
         import av
@@ -102,6 +111,39 @@ def _import_av():
 
 class _Undecodable(Exception):
     """FFmpeg could not handle the file for a reason that is not evidence of damage."""
+
+
+# --- tag bombs ------------------------------------------------------------------------
+
+# Formats whose tag items FFmpeg reads in time quadratic in their number (see
+# tags.MAX_FFMPEG_TAG_ITEMS); ID3v2 tags at the start are skipped instead (tags.skip_leading_tags).
+TAG_COUNTED_FORMATS = ("flac", "ogg", "mp4")
+
+
+def _tag_load(src: Source, fmt: str | None) -> str | None:
+    """Why FFmpeg must not be handed this file, or None.
+
+    FFmpeg reads every tag item before the first packet, in time quadratic in their
+    number, so a tag bomb of hundreds of thousands of items keeps it busy for hours. The
+    items are counted first (bounded: up to the limit), and past the limit the file is
+    judged without FFmpeg: by the quick check and the checksums read straight from the
+    file (every Ogg page's CRC). Giving FFmpeg a view of the file without its tags would
+    decode it too, but would mean rewriting FLAC metadata blocks, Ogg header pages (and
+    their CRCs) or MP4 boxes (and every sample offset) on the fly. A bomb is no evidence
+    of damage, so it never makes the verdict worse.
+    """
+    if fmt not in TAG_COUNTED_FORMATS:
+        return None
+    limit = MAX_FFMPEG_TAG_ITEMS
+    try:
+        items = format_module(fmt).tag_items(src, limit + 1)
+    except BeyondLimits as beyond:
+        return str(beyond)
+    except Damage:  # the count is no check: what it cannot read, FFmpeg judges
+        return None
+    if items > limit:
+        return f"more than {limit:,} tag items (FFmpeg reads them in time quadratic in their number)"
+    return None
 
 
 # --- checksums read straight from the file --------------------------------------------

@@ -24,6 +24,7 @@ MARKER = b"fLaC"
 BLOCK_HEADER = 4
 STREAMINFO = 0
 STREAMINFO_SIZE = 34
+VORBIS_COMMENT = 4
 FORBIDDEN_BLOCK_TYPE = 127
 # A real file has a handful of metadata blocks (STREAMINFO, SEEKTABLE, VORBIS_COMMENT,
 # PICTURE, PADDING); a million empty ones is a hostile file, judged `unchecked`.
@@ -143,6 +144,28 @@ def read_metadata(src: Source, offset: int) -> tuple[StreamInfo, int]:
         if is_last:
             return info, end
         offset, index = end, index + 1
+
+
+def tag_items(src: Source, limit: int) -> int:
+    """How many Vorbis comments the VORBIS_COMMENT blocks hold (section 8.6), up to
+    ``limit``: what FFmpeg reads into its dictionary (see :mod:`.tags`). Blocks past
+    MAX_FFMPEG_TAG_BYTES in all are BeyondLimits rather than read."""
+    offset = tags.leading_tags_end(src) + len(MARKER)
+    count, comment_bytes = 0, 0
+    for _ in range(MAX_METADATA_BLOCKS):
+        header = src.read(offset, BLOCK_HEADER)
+        if len(header) < BLOCK_HEADER:
+            break
+        kind, length = header[0] & 0x7F, int.from_bytes(header[1:], "big")
+        if kind == VORBIS_COMMENT:
+            comment_bytes += length
+            if comment_bytes > tags.MAX_FFMPEG_TAG_BYTES:
+                raise BeyondLimits(f"its Vorbis comments exceed {tags.MAX_FFMPEG_TAG_BYTES // 2**20} MiB")
+            count += tags.vorbis_comment_count(src.read(offset + BLOCK_HEADER, length), limit - count)
+        if header[0] >> 7 or count >= limit:
+            break
+        offset += BLOCK_HEADER + length
+    return count
 
 
 def _check_block_header(src: Source, offset: int, index: int, kind: int, length: int) -> None:

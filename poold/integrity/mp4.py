@@ -18,6 +18,7 @@ zero, which the codecs listed in :data:`ZERO_PROOF_CODECS` cannot produce.
 from __future__ import annotations
 
 import bisect
+import re
 import struct
 import sys
 from array import array
@@ -484,6 +485,65 @@ def _metadata_children(buf: bytes, start: int, end: int, base: int, file_size: i
     except _Malformed as problem:
         _zero_to_end_of_moov(buf, problem.offset, base, file_size)
         return []
+
+
+# Where FFmpeg finds metadata items (libavformat/mov.c): every child of a 'udta' or an
+# 'ilst' is one; these boxes are searched for them, each for the boxes listed.
+TAG_HOLDERS = {b"moov": (b"trak", b"udta", b"meta"), b"trak": (b"udta", b"meta"),
+               b"udta": (b"meta",), b"meta": (b"ilst",), b"ilst": ()}
+TAG_LISTS = frozenset({b"udta", b"ilst"})
+_ALIGNED_HDLR = re.compile(rb"(?:....)*?hdlr", re.S)
+
+
+def tag_items(src: Source, limit: int) -> int:
+    """How many metadata items FFmpeg reads into its dictionaries (see :mod:`.tags`), up
+    to ``limit``: the children of every 'udta' and 'ilst' in 'moov', its tracks, and a
+    top-level 'udta' or 'meta'. Counted as far as the boxes fit, as a reader walking them gets."""
+    boxes, _ = _walk_top_level(src)
+    count = 0
+    for box in boxes:
+        if box.type in (b"moov", b"udta", b"meta") and count < limit:
+            buf = _read_body(src, box)
+            count += _tag_items_in(buf, box.type, 0, len(buf), limit - count)
+    return count
+
+
+def _tag_items_in(buf: bytes, btype: bytes, start: int, end: int, limit: int) -> int:
+    if btype == b"meta":
+        start = _meta_children_start_as_ffmpeg(buf, start, end)
+        if start is None:
+            return 0
+    count = 0
+    for child, body, child_end in _boxes_that_fit(buf, start, end, limit if btype in TAG_LISTS else MAX_CHILD_BOXES):
+        if btype in TAG_LISTS:
+            count += 1
+        if child in TAG_HOLDERS[btype] and count < limit:
+            count += _tag_items_in(buf, child, body, child_end, limit - count)
+    return min(count, limit)
+
+
+def _meta_children_start_as_ffmpeg(buf: bytes, body: int, end: int) -> int | None:
+    """Where FFmpeg reads the children of 'meta' from (libavformat/mov.c, mov_read_meta):
+    the box whose type 'hdlr' it finds first, looking 4 bytes at a time; None if none."""
+    found = _ALIGNED_HDLR.match(buf, body + 4, end)
+    return None if found is None else found.end() - 8
+
+
+def _boxes_that_fit(buf: bytes, start: int, end: int, limit: int) -> list[tuple[bytes, int, int]]:
+    """Up to ``limit`` boxes filling ``buf[start:end]``, up to the first that does not fit."""
+    found, pos = [], start
+    while end - pos >= 8 and len(found) < limit:
+        size, btype = struct.unpack_from(">I4s", buf, pos)
+        header = 8
+        if size == 1 and end - pos >= 16:
+            size, header = struct.unpack_from(">Q", buf, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            break
+        found.append((btype, pos + header, pos + size))
+        pos += size
+    return found
 
 
 def _zero_to_end_of_moov(buf: bytes, offset: int, base: int, file_size: int) -> None:

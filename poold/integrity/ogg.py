@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 
 from . import tags
-from .base import WINDOW, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
+from .base import WINDOW, BeyondLimits, Damage, Source, Verdict, is_zero, ok, zero_run_at_end
 from .crc import crc32_ogg
 
 FORMAT = "ogg"
@@ -261,9 +261,11 @@ def _page_with_damaged_capture(data: bytes, base: int, end: int) -> Page | None:
 
 class _PacketReader:
     """Reassembles the first logical stream's packets (RFC 3533 section 5: lacing values
-    of 255 continue a packet, a smaller one ends it), keeping only each one's prefix."""
+    of 255 continue a packet, a smaller one ends it), keeping only each one's first
+    ``keep`` bytes."""
 
-    def __init__(self):
+    def __init__(self, keep: int = PACKET_PREFIX):
+        self.keep = keep
         self.next_sequence: int | None = None
         self.partial: bytearray | None = None
         self.done: list[bytes] = []
@@ -280,8 +282,8 @@ class _PacketReader:
         for size in page.lacing:
             if self.partial is None:
                 self.partial = bytearray()
-            if len(self.partial) < PACKET_PREFIX:
-                self.partial += data[pos:pos + min(size, PACKET_PREFIX - len(self.partial))]
+            if len(self.partial) < self.keep:
+                self.partial += data[pos:pos + min(size, self.keep - len(self.partial))]
             pos += size
             if size < 255:
                 self.done.append(bytes(self.partial))
@@ -308,6 +310,36 @@ def read_headers(src: Source) -> Headers:
         offset = page.end
     _check_header_packets(codec, reader.done)
     return Headers(codec, first.serial, offset)
+
+
+def tag_items(src: Source, limit: int) -> int:
+    """How many comments the first stream's comment header holds, up to ``limit``: what
+    FFmpeg reads into its dictionary (see :mod:`.tags`). It is the second header packet:
+    Vorbis I section 5.2, RFC 7845 section 5.2 ("OpusTags"), and for FLAC a
+    VORBIS_COMMENT metadata block (RFC 9639 section 10.1). A comment header that does
+    not end within HEADER_BUDGET is BeyondLimits: FFmpeg would hold all of it in memory."""
+    identification, comments = _first_two_packets(src)
+    for signature in (b"\x03vorbis", b"OpusTags"):
+        if comments.startswith(signature):
+            return tags.vorbis_comment_count(comments[len(signature):], limit)
+    if identification.startswith(b"\x7fFLAC") and comments[:1] and comments[0] & 0x7F == 4:
+        return tags.vorbis_comment_count(comments[4:], limit)  # after the block header
+    return 0
+
+
+def _first_two_packets(src: Source) -> tuple[bytes, bytes]:
+    first, data = read_page(src, 0)
+    reader = _PacketReader(keep=HEADER_BUDGET)
+    reader.feed(first, data)
+    offset = first.end
+    while len(reader.done) < 2:
+        if offset > HEADER_BUDGET:
+            raise BeyondLimits(f"its comment header runs past the first {HEADER_BUDGET // 2**20} MiB")
+        page, data = read_page(src, offset)
+        if page.serial == first.serial:
+            reader.feed(page, data)
+        offset = page.end
+    return reader.done[0], reader.done[1]
 
 
 def _headers_complete(codec: Codec, packets: list[bytes]) -> bool:

@@ -166,6 +166,37 @@ def skip_leading_tags(path) -> dict[str, str]:
     return {"skip_initial_bytes": str(start)} if start else {}
 
 
+# What the deep check hands FFmpeg. FFmpeg reads every Vorbis comment (FLAC, Ogg) and
+# every MP4 'udta'/'ilst' item into a dictionary, looking each key up in a list: time
+# quadratic in their number (20,000 distinct items: 2-3 s; 50,000: over 10 s; a 775,000
+# item bomb: hours), and quadratic in their bytes when one key repeats (its values are
+# appended: 10,000 items of 1.6 KB under one key, 2 s). A real file has dozens of items,
+# DJ software adds hundreds; past these bounds the deep check leaves FFmpeg out.
+MAX_FFMPEG_TAG_ITEMS = 10_000
+MAX_FFMPEG_TAG_BYTES = 16 * 1024 * 1024
+
+
+def vorbis_comment_count(body: bytes, limit: int) -> int:
+    """How many comments the Vorbis comment structure ``body`` holds, up to ``limit``.
+
+    Vorbis I specification section 5.2.1 (also FLAC's VORBIS_COMMENT block, RFC 9639
+    section 8.6, and OpusTags, RFC 7845 section 5.2): a vendor string, a comment count,
+    then each comment, every string preceded by its 32-bit little-endian length. The
+    comments counted are those present, as a reader walking the lengths finds them, not
+    merely the declared count: a reader stops at either.
+    """
+    pos = 4 + int.from_bytes(body[:4], "little")
+    declared = int.from_bytes(body[pos:pos + 4], "little") if pos + 4 <= len(body) else 0
+    pos += 4
+    count = 0
+    while count < min(declared, limit) and pos + 4 <= len(body):
+        pos += 4 + int.from_bytes(body[pos:pos + 4], "little")
+        if pos > len(body):
+            break
+        count += 1
+    return count
+
+
 def leading_tags_end(src: Source) -> int:
     """Offset just past the ID3v2 tag(s) at the start of the file (0 if none).
 
