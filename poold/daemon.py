@@ -135,6 +135,7 @@ class Daemon:
         self.watch_error: str | None = None
         self.pool_problem: str | None = None
         self.fault: str | None = None  # why the last step failed: the service is degraded until one succeeds
+        self.fault_retry_at = 0.0
         self.check_running = False
         self.recheck_from: float | None = None  # fraction guard: check in full once quiet since then
         self.check_thread: threading.Thread | None = None
@@ -155,8 +156,7 @@ class Daemon:
         self._start()
         try:
             while not self.stopping:
-                pause = FAULT_PAUSE if self.fault else 0.0  # a step that failed is not retried at once
-                self.waker.wait(max(self._next_deadline() - time.monotonic(), pause))
+                self.waker.wait(self._next_deadline() - time.monotonic())
                 self._step_or_degrade(time.monotonic())
         finally:
             self._shutdown()
@@ -215,6 +215,8 @@ class Daemon:
     # -- the loop --
 
     def _next_deadline(self) -> float:
+        if self.fault:  # degraded: only the next try and the watchdog are due
+            return min(self.fault_retry_at, self.next_ping if self.ping_every else self.fault_retry_at)
         deadlines = [self.next_health]
         if (due := self.settler.next_due(*self._settle_bounds())) is not None:
             deadlines.append(due)
@@ -247,26 +249,33 @@ class Daemon:
     def _step_or_degrade(self, now: float) -> None:
         """One step; a failure (the state disk full or read-only, a bug) degrades the
         service instead of ending it: it says so, keeps answering signals and the
-        watchdog, and tries again. Nothing is filed from a step that failed, and the
-        library is checked in full once steps succeed again (changes may have been lost)."""
+        watchdog, and tries again every FAULT_PAUSE. While degraded, each try first
+        writes the daemon's note: only a state database that takes writes again ends it.
+        Nothing is filed from a step that failed, and the library is checked in full
+        once poold works again (changes seen meanwhile may have been lost)."""
+        if self.fault and now < self.fault_retry_at:
+            self._ping_watchdog(now)
+            return
         try:
+            if self.fault:
+                self.last_note = None  # written, not skipped as unchanged: the proof of recovery
+                self._publish()
             self._step(now)
         except Exception as exc:  # noqa: BLE001 - the service outlives any one failure
-            self._degrade(exc)
+            self._degrade(exc, now)
             self._ping_watchdog(now)
             return
         if self.fault:
             log.warning("poold works again (it was degraded: %s); checking the library in full", self.fault)
             self.fault = None
             self.next_full_check = now
-            self._publish()
 
-    def _degrade(self, exc: Exception) -> None:
+    def _degrade(self, exc: Exception, now: float) -> None:
         message = str(exc) if isinstance(exc, StateError) else f"internal error: {type(exc).__name__}: {exc}"
         if message != self.fault:
             log.error("DEGRADED, retrying every %.0f s: %s", FAULT_PAUSE, message,
                       exc_info=not isinstance(exc, StateError))
-        self.fault = message
+        self.fault, self.fault_retry_at = message, now + FAULT_PAUSE
         self.notifier.status(f"DEGRADED, nothing is requested until it passes: {message}")
 
     def _take_inbox(self, now: float) -> None:
@@ -564,7 +573,7 @@ class Daemon:
     # -- full checks --
 
     def _maybe_full_check(self, now: float) -> None:
-        if self.check_running or self.root_problem or self.stopping:
+        if self.check_running or self.root_problem or self.stopping or self.fault:
             return
         quiet = (self.recheck_from is not None
                  and now >= max(self.last_event, self.recheck_from) + self.settler.settle_seconds)
@@ -599,6 +608,9 @@ class Daemon:
             self._enter_guard(str(error))
         elif isinstance(error, ManifestError):
             self._manifest_failed(error)
+        elif isinstance(error, StateError):
+            self._degrade(error, now)
+            self.next_full_check = now  # again once the state database takes writes
         elif error is not None:
             log.error("the full check failed: %s: %s", type(error).__name__, error)
             self.next_full_check = min(self.next_full_check, now + FULL_CHECK_RETRY)
