@@ -382,16 +382,11 @@ def _children(buf: bytes, start: int, end: int, limit: int | None = None) -> lis
             if limit:
                 break
             raise BeyondLimits(f"more than {MAX_CHILD_BOXES:,} boxes in one container")
-        size, btype = struct.unpack_from(">I4s", buf, pos)
         if is_zero(buf[pos:pos + 8]):
             if is_zero(buf[pos:end]) and end - pos <= 8:  # QTFF terminator
                 break
             raise _Malformed(pos, "zero bytes where a box header should be")
-        header = 8
-        if size == 1 and end - pos >= 16:
-            size, header = struct.unpack_from(">Q", buf, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
+        btype, size, header = _box_header(buf, pos, end)
         if size < header or pos + size > end:
             raise _Malformed(pos, f"{_box_name(btype)} at +{pos:,} does not fit inside its parent")
         found.append((btype, pos + header, pos + size))
@@ -529,16 +524,20 @@ def _meta_children_start_as_ffmpeg(buf: bytes, body: int, end: int) -> int | Non
     return None if found is None else found.end() - 8
 
 
+def _box_header(buf: bytes, pos: int, end: int) -> tuple[bytes, int, int]:
+    """(type, size, header length) of the box header at ``pos``: a 64-bit size after a
+    size of 1, and a size of 0 meaning "to ``end``" (ISO/IEC 14496-12 4.2)."""
+    size, btype = struct.unpack_from(">I4s", buf, pos)
+    if size == 1 and end - pos >= 16:
+        return btype, struct.unpack_from(">Q", buf, pos + 8)[0], 16
+    return btype, (end - pos if size == 0 else size), 8
+
+
 def _boxes_that_fit(buf: bytes, start: int, end: int, limit: int) -> list[tuple[bytes, int, int]]:
     """Up to ``limit`` boxes filling ``buf[start:end]``, up to the first that does not fit."""
     found, pos = [], start
     while end - pos >= 8 and len(found) < limit:
-        size, btype = struct.unpack_from(">I4s", buf, pos)
-        header = 8
-        if size == 1 and end - pos >= 16:
-            size, header = struct.unpack_from(">Q", buf, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
+        btype, size, header = _box_header(buf, pos, end)
         if size < header or pos + size > end:
             break
         found.append((btype, pos + header, pos + size))
