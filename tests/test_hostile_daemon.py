@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import sys
+import time
 
 import pytest
 
 import media
 from test_daemon import (FIRST_ID, TRACK_COUNT, delete_sentinel, requested_ids, requeued,  # noqa: F401
                          sandbox, seeds, setup, start)
+from test_hostile_files import open_folder  # noqa: F401  (a fixture)
 
 
 def bad_manifests():
@@ -137,3 +141,58 @@ def test_a_full_state_disk_degrades_the_service_and_nothing_is_doubled_after(set
     assert requested_ids(sandbox) == [lost, FIRST_ID + 9]
     assert "works again" in daemon.log()
     assert daemon.stop()[0] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs poold as `nobody`, which needs root to set up")
+def test_poold_run_as_a_user_who_cannot_read_the_library_files_nothing(open_folder, encoded):
+    """`poold run` as a user for whom the library root is closed (chmod 700, another
+    owner): the guard holds, at start and after SIGHUP; nothing is judged damaged."""
+    from test_hostile_files import CHILD, KINDS, NOBODY, Library
+
+    library = Library(open_folder, encoded, KINDS)
+    os.chown(library.root, 0, 0)
+    library.root.chmod(0o700)
+    log_path = open_folder / "daemon.log"
+    environment = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", CHILD.replace("import poold.state", "import poold.daemon, poold.state"),
+                                    str(NOBODY), "run", "--config", str(library.config_path)],
+                                   stderr=log, env=environment, cwd="/")
+    try:
+        def read(sql: str) -> list:
+            """Read the daemon's database without creating a file the daemon (nobody) could not write."""
+            database = open_folder / "state" / "poold.sqlite3"
+            if not database.exists():
+                return []
+            connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+            try:
+                return connection.execute(sql).fetchall()
+            finally:
+                connection.close()
+
+        def note() -> dict:
+            rows = read("SELECT value FROM meta WHERE key = 'daemon'")
+            return json.loads(rows[0][0]) if rows else {}
+
+        def guarded() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            return note().get("state") == "guarded"
+
+        wait_until(guarded)
+        assert "cannot be read (Permission denied)" in note()["guard"]
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "configuration reloaded" in log_path.read_text() or not process.poll() is None)
+        wait_until(guarded)
+        assert read("SELECT trackid FROM incidents WHERE resolved_at IS NULL") == []
+        assert "would request" not in log_path.read_text() and "Traceback" not in log_path.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0, log_path.read_text()
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
