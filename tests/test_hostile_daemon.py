@@ -168,6 +168,8 @@ def test_poold_run_as_a_user_who_cannot_read_the_library_files_nothing(open_fold
             connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
             try:
                 return connection.execute(sql).fetchall()
+            except sqlite3.OperationalError:  # the daemon is still making its tables
+                return []
             finally:
                 connection.close()
 
