@@ -317,6 +317,15 @@ def _raise_fault(exc: sqlite3.DatabaseError, directory: Path) -> None:
         raise _fault(directory, str(exc)) from exc
 
 
+def _guarded(directory: Path, call, *args):
+    """``call(*args)``, with a storage fault raised as StateError."""
+    try:
+        return call(*args)
+    except sqlite3.DatabaseError as exc:
+        _raise_fault(exc, directory)
+        raise
+
+
 class _Connection(sqlite3.Connection):
     """A connection whose execute and executemany raise StateError for a storage fault,
     in reading the rows too (a damaged page is found when it is read). ``directory`` is
@@ -325,41 +334,21 @@ class _Connection(sqlite3.Connection):
     directory: Path
 
     def execute(self, *args) -> sqlite3.Cursor:
-        try:
-            return super().cursor(_Cursor).execute(*args)
-        except sqlite3.DatabaseError as exc:
-            _raise_fault(exc, self.directory)
-            raise
+        return _guarded(self.directory, super().cursor(_Cursor).execute, *args)
 
     def executemany(self, *args) -> sqlite3.Cursor:
-        try:
-            return super().cursor(_Cursor).executemany(*args)
-        except sqlite3.DatabaseError as exc:
-            _raise_fault(exc, self.directory)
-            raise
+        return _guarded(self.directory, super().cursor(_Cursor).executemany, *args)
 
 
 class _Cursor(sqlite3.Cursor):
     def __next__(self):
-        try:
-            return super().__next__()
-        except sqlite3.DatabaseError as exc:
-            _raise_fault(exc, self.connection.directory)
-            raise
+        return _guarded(self.connection.directory, super().__next__)
 
     def fetchone(self):
-        try:
-            return super().fetchone()
-        except sqlite3.DatabaseError as exc:
-            _raise_fault(exc, self.connection.directory)
-            raise
+        return _guarded(self.connection.directory, super().fetchone)
 
     def fetchall(self):
-        try:
-            return super().fetchall()
-        except sqlite3.DatabaseError as exc:
-            _raise_fault(exc, self.connection.directory)
-            raise
+        return _guarded(self.connection.directory, super().fetchall)
 
 
 class State:
